@@ -1,0 +1,156 @@
+"""File analysis: decode in blocks, frame into one-second windows, predict, write rows.
+
+Memory stays flat for any file length: audio is decoded, framed and scored block by block,
+and each row is written (and flushed) as soon as its batch is scored, so an interrupted
+run keeps every line already written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, TextIO
+
+import numpy as np
+
+from neuroear import audio
+from neuroear.errors import NeuroEarError
+from neuroear.infer import Detector
+
+BATCH = 64  # windows per ONNX Runtime call
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One window's result: times in seconds, probabilities [n_labels] and active labels."""
+
+    source: str
+    start: float
+    end: float
+    probs: np.ndarray
+    active: tuple[str, ...]
+    level_dbfs: float
+
+    def to_json(self, labels: tuple[str, ...]) -> dict:
+        return {
+            "source": self.source,
+            "start": round(self.start, 4),
+            "end": round(self.end, 4),
+            "probs": {lab: round(float(p), 4) for lab, p in zip(labels, self.probs)},
+            "active": list(self.active),
+        }
+
+
+def analyze_file(
+    det: Detector, path: str | Path, *, hop_seconds: float = audio.HOP_SECONDS, thresholds: np.ndarray | None = None, source: str | None = None
+) -> Iterator[WindowResult]:
+    """Yield one WindowResult per window of ``path``, in order.
+
+    Raises NeuroEarError if the file cannot be decoded; rows yielded before a mid-file
+    decoding error stay valid. A file shorter than one window is zero-padded (with a warning).
+    """
+    src = str(path) if source is None else source
+    hop = audio.hop_samples(hop_seconds, sample_rate=det.sample_rate)
+    fr = audio.Framer(window=det.window_samples, hop=hop)
+    thr = det.thresholds if thresholds is None else thresholds
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush(pairs: list[tuple[int, np.ndarray]], total: int) -> Iterator[WindowResult]:
+        if not pairs:
+            return
+        x = np.stack([w for _, w in pairs])
+        probs = det.predict(x)
+        levels = audio.dbfs(x)
+        for (start, _), p, lv in zip(pairs, probs, levels):
+            act = tuple(lab for lab, pi, ti in zip(det.labels, p, thr) if pi >= ti)
+            end = min(start + det.window_samples, total) if total else start + det.window_samples
+            yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, act, float(lv))
+
+    for block in audio.stream(path, sample_rate=det.sample_rate):
+        pending += fr.push(block)
+        if len(pending) >= BATCH:
+            yield from flush(pending, 0)
+            pending = []
+    total = fr.total
+    if total == 0:
+        raise NeuroEarError(f"{src}: no audio samples (0 frames)")
+    if total < det.window_samples:
+        warnings.warn(f"{src}: {total / det.sample_rate:.2f} s is shorter than a {det.window_samples / det.sample_rate:g} s window; padded with silence", stacklevel=2)
+    pending += fr.finish()
+    yield from flush(pending, total)
+
+
+class Writer:
+    """Writes rows as JSON Lines, CSV or a plain-text table, flushing each row."""
+
+    def __init__(self, fmt: str, labels: tuple[str, ...], out: TextIO = sys.stdout) -> None:
+        if fmt not in ("jsonl", "csv", "table"):
+            raise NeuroEarError(f"unknown format {fmt!r}: use jsonl, csv or table")
+        self.fmt, self.labels, self.out = fmt, labels, out
+        self._header = False
+
+    def write(self, r: WindowResult) -> None:
+        if self.fmt == "jsonl":
+            self.out.write(json.dumps(r.to_json(self.labels)) + "\n")
+        elif self.fmt == "csv":
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            if not self._header:
+                w.writerow(["source", "start", "end", *self.labels, "active"])
+                self._header = True
+            w.writerow([r.source, f"{r.start:.3f}", f"{r.end:.3f}", *(f"{p:.4f}" for p in r.probs), ";".join(r.active)])
+            self.out.write(buf.getvalue())
+        else:
+            short = [lab[:5] for lab in self.labels]
+            if not self._header:
+                self.out.write(f"{'start':>7} {'end':>7}  " + " ".join(f"{s:>5}" for s in short) + "  active\n")
+                self._header = True
+            cells = " ".join(f"{p:5.2f}" for p in r.probs)
+            self.out.write(f"{r.start:7.2f} {r.end:7.2f}  {cells}  {', '.join(r.active) or '-'}\n")
+        self.out.flush()
+
+    def begin_source(self, source: str) -> None:
+        if self.fmt == "table":
+            self.out.write(f"\n{source}\n")
+            self._header = False
+
+
+def plot(results: list[WindowResult], labels: tuple[str, ...], out: Path, *, title: str = "") -> Path:
+    """Draw probability over time (instruments × seconds) on a fixed 0–1 colour scale as PNG.
+
+    Each window's probability fills the span it covers (overlapping hops show the newest),
+    so a 10-minute file and a 5-second one both read well.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not results:
+        raise NeuroEarError(f"{out}: nothing to plot (no windows)")
+    starts = np.array([r.start for r in results])
+    ends = np.array([r.end for r in results])
+    probs = np.stack([r.probs for r in results]).T  # [labels, windows]
+    duration = float(ends.max())
+    width = min(16.0, max(6.0, 4.0 + duration / 30.0))
+    fig, ax = plt.subplots(figsize=(width, 0.35 * len(labels) + 1.6), dpi=110)
+    edges = np.concatenate([starts, [ends[-1]]])
+    edges[1:-1] = np.maximum(edges[1:-1], starts[1:])
+    mesh = ax.pcolormesh(edges, np.arange(len(labels) + 1), probs, cmap="magma", vmin=0.0, vmax=1.0, shading="flat")
+    ax.set_yticks(np.arange(len(labels)) + 0.5, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("time (s)" if duration < 180 else "time (min:s)")
+    if duration >= 180:
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{int(v // 60)}:{int(v % 60):02d}"))
+    ax.set_title(title or results[0].source, fontsize=9)
+    fig.colorbar(mesh, ax=ax, label="probability", fraction=0.03, pad=0.01)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,268 @@
+"""Audio in: constants with units, decoding, mono, resampling and one-second windows.
+
+Everything the model sees goes through this module, in analysis and live alike, so that
+training and serving frame the audio identically (a CQT of a one-second chunk differs from
+a whole-file CQT at the edges).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from neuroear.errors import NeuroEarError
+
+SAMPLE_RATE = 16_000  # Hz: model rate; the CQT's top bin (4.2 kHz) sits well below Nyquist
+WINDOW_SECONDS = 1.0  # s: one decision per second, as the seed
+WINDOW_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)  # 16 000 samples
+HOP_SECONDS = 1.0  # s: default hop between windows (--hop overlaps them)
+MIN_TAIL_SECONDS = 0.25  # s: a final partial window shorter than this is dropped (unless it is the only one)
+SILENCE_DBFS = -45.0  # dBFS: windows quieter than this are reported apart by `evaluate`
+DECODE_BLOCK_SECONDS = 30.0  # s: files are decoded in blocks of this length so memory stays flat
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
+
+
+def hop_samples(hop_seconds: float, *, sample_rate: int = SAMPLE_RATE) -> int:
+    """Hop in samples for ``hop_seconds`` (s); must be in (0, window]."""
+    if not (0 < hop_seconds <= WINDOW_SECONDS * 4):
+        raise NeuroEarError(f"hop must be between 0 and {WINDOW_SECONDS * 4:g} s, got {hop_seconds:g}")
+    return max(1, int(round(hop_seconds * sample_rate)))
+
+
+def dbfs(x: np.ndarray) -> np.ndarray:
+    """RMS level in dB relative to full scale (1.0) over the last axis; -120 for silence."""
+    rms = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=-1))
+    return 20.0 * np.log10(np.maximum(rms, 1e-6))
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Average channels: [frames, channels] or [frames] → [frames] float32."""
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    return np.asarray(x, dtype=np.float32)
+
+
+def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Replace NaN/Inf by 0 and clip to [-1, 1]; returns (clean float32 copy, count replaced)."""
+    bad = ~np.isfinite(x)
+    n_bad = int(bad.sum())
+    y = np.where(bad, 0.0, x).astype(np.float32, copy=False) if n_bad else x.astype(np.float32, copy=True)
+    np.clip(y, -1.0, 1.0, out=y)
+    return y, n_bad
+
+
+def _open_error(path: Path, exc: Exception) -> NeuroEarError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # libsndfile's messages repeat the path; keep only the reason.
+    reason = reason.replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "").strip(" :")
+    return NeuroEarError(f"{path}: cannot decode audio ({reason or 'unknown format'})")
+
+
+def check_readable(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` as a Path if it is an existing, readable, non-empty file, else raise."""
+    p = Path(path)
+    if not p.exists():
+        raise NeuroEarError(f"{p}: no such file or directory")
+    if p.is_dir():
+        raise NeuroEarError(f"{p}: is a directory, not an audio file")
+    if not os.access(p, os.R_OK):
+        raise NeuroEarError(f"{p}: permission denied")
+    if p.stat().st_size == 0:
+        raise NeuroEarError(f"{p}: empty file (0 bytes)")
+    return p
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the decoder found in a file: native rate (Hz), channels, frames, duration (s)."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def info(path: str | os.PathLike[str]) -> AudioInfo:
+    """Read a file's header; raises NeuroEarError for anything libsndfile cannot open."""
+    import soundfile as sf
+
+    p = check_readable(path)
+    try:
+        with sf.SoundFile(str(p)) as f:
+            return AudioInfo(p, int(f.samplerate), int(f.channels), int(f.frames))
+    except Exception as exc:  # libsndfile raises several types; all mean "not decodable"
+        raise _open_error(p, exc) from None
+
+
+def stream(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    block_seconds: float = DECODE_BLOCK_SECONDS,
+) -> Iterator[np.ndarray]:
+    """Decode ``path`` block by block as mono float32 at ``sample_rate`` (Hz).
+
+    Memory stays flat for any file length. Non-finite samples become 0 (with one warning).
+    Raises NeuroEarError on a file that cannot be opened or is cut short mid-stream; blocks
+    already yielded stay valid.
+    """
+    import soundfile as sf
+    import soxr
+
+    p = check_readable(path)
+    try:
+        f = sf.SoundFile(str(p))
+    except Exception as exc:
+        raise _open_error(p, exc) from None
+    with f:
+        rate = int(f.samplerate)
+        if rate <= 0:
+            raise NeuroEarError(f"{p}: invalid sample rate {rate}")
+        resampler = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+        block = max(1, int(block_seconds * rate))
+        n_bad = 0
+        while True:
+            try:
+                raw = f.read(block, dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise NeuroEarError(f"{p}: decoding failed part-way ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            last = raw.shape[0] < block
+            mono, bad = sanitize(to_mono(raw))
+            n_bad += bad
+            out = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
+            if out.size:
+                yield np.asarray(out, dtype=np.float32)
+            if last:
+                break
+        if n_bad:
+            warnings.warn(f"{p}: {n_bad} NaN/Inf samples replaced by silence", stacklevel=2)
+
+
+def load(path: str | os.PathLike[str], *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a whole file: mono float32 [samples] at ``sample_rate`` (Hz) in [-1, 1]."""
+    blocks = list(stream(path, sample_rate=sample_rate))
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+def resample(x: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample mono float32 [samples] from ``from_rate`` to ``to_rate`` (Hz) with soxr HQ."""
+    import soxr
+
+    if from_rate == to_rate:
+        return np.asarray(x, dtype=np.float32)
+    return np.asarray(soxr.resample(np.asarray(x, dtype=np.float32), from_rate, to_rate, quality="HQ"), dtype=np.float32)
+
+
+class Framer:
+    """Cuts a stream of samples into windows that start every ``hop`` samples.
+
+    Window k covers samples [k·hop, k·hop + window). The same framing is produced for any
+    block sizes pushed in (time is counted in samples, never wall clock). ``finish()`` emits
+    the last, zero-padded windows so that every sample is covered; a final window holding
+    less than ``min_tail`` samples of new audio is dropped unless it is the only one.
+    """
+
+    def __init__(self, *, window: int = WINDOW_SAMPLES, hop: int = WINDOW_SAMPLES, min_tail: int | None = None) -> None:
+        if hop <= 0 or window <= 0:
+            raise ValueError("window and hop must be positive")
+        self.window = window
+        self.hop = hop
+        self.min_tail = int(MIN_TAIL_SECONDS * SAMPLE_RATE) if min_tail is None else min_tail
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio; the next sample pushed is sample 0."""
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # stream index of _buf[0]
+        self._next = 0  # start sample of the next window to emit
+        self.total = 0  # samples pushed so far
+
+    def push(self, samples: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Add mono samples; return the (start sample, window [window]) pairs now complete."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._buf = np.concatenate([self._buf, samples]) if self._buf.size else samples.copy()
+        self.total += samples.size
+        out = []
+        while self._next + self.window <= self.total:
+            i = self._next - self._buf_start
+            out.append((self._next, self._buf[i : i + self.window].copy()))
+            self._next += self.hop
+        drop = self._next - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._buf_start += drop
+        return out
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        """Emit the remaining zero-padded windows (see the class docstring)."""
+        out = []
+        while self._next < self.total:
+            covered_before = self._next - self.hop + self.window if self._next > 0 else 0
+            new = self.total - max(self._next, covered_before)
+            if self._next > 0 and new < self.min_tail:
+                break
+            i = self._next - self._buf_start
+            w = np.zeros(self.window, dtype=np.float32)
+            part = self._buf[i : i + self.window]
+            w[: part.size] = part
+            out.append((self._next, w))
+            self._next += self.hop
+        return out
+
+
+def windows(x: np.ndarray, *, hop: int = WINDOW_SAMPLES, window: int = WINDOW_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """Frame a whole mono signal: returns (starts [n] in samples, windows [n, window] float32)."""
+    fr = Framer(window=window, hop=hop)
+    pairs = fr.push(x) + fr.finish()
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, window), dtype=np.float32)
+    starts = np.array([s for s, _ in pairs], dtype=np.int64)
+    return starts, np.stack([w for _, w in pairs])
+
+
+def iter_files(paths: list[str]) -> Iterator[Path]:
+    """Expand files and folders (recursively, sorted, audio extensions only) in the order given.
+
+    A missing path is yielded as is, so the caller reports it as one error among the others.
+    """
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                warnings.warn(f"{p}: folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})", stacklevel=2)
+            yield from found
+        else:
+            yield p
+
+
+__all__ = [
+    "SAMPLE_RATE",
+    "WINDOW_SECONDS",
+    "WINDOW_SAMPLES",
+    "HOP_SECONDS",
+    "SILENCE_DBFS",
+    "AudioInfo",
+    "Framer",
+    "check_readable",
+    "dbfs",
+    "hop_samples",
+    "info",
+    "iter_files",
+    "load",
+    "resample",
+    "sanitize",
+    "stream",
+    "to_mono",
+    "windows",
+]

@@ -1,0 +1,190 @@
+"""Scores: precision, recall and F1 per class plus macro / micro / weighted averages (the seed's
+table), top-1 accuracy, and per-class threshold calibration. Numpy only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: precision, recall, F1 in [0, 1] and support (positive windows)."""
+
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def _prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> list[Row]:
+    """The seed's table from multi-hot truth and predictions [n, n_labels] (bool or 0/1).
+
+    Returns per-class rows (only classes with support > 0 or any prediction), then
+    ``micro``, ``macro`` and ``weighted`` rows. Macro averages over classes with support > 0,
+    so instruments absent from the data do not pull it down.
+    """
+    t = np.asarray(y_true).astype(bool)
+    p = np.asarray(y_pred).astype(bool)
+    if t.shape != p.shape or t.ndim != 2 or t.shape[1] != len(labels):
+        raise ValueError(f"truth {t.shape} and predictions {p.shape} must both be [n, {len(labels)}]")
+    tp = (t & p).sum(0).astype(float)
+    fp = (~t & p).sum(0).astype(float)
+    fn = (t & ~p).sum(0).astype(float)
+    support = t.sum(0)
+    rows = []
+    for i, lab in enumerate(labels):
+        if support[i] or (tp[i] + fp[i]):
+            rows.append(Row(lab, *_prf(tp[i], fp[i], fn[i]), int(support[i])))
+    present = [r for r in rows if r.support > 0]
+    total = int(support.sum())
+    rows.append(Row("micro", *_prf(tp.sum(), fp.sum(), fn.sum()), total))
+    if present:
+        rows.append(
+            Row(
+                "macro",
+                float(np.mean([r.precision for r in present])),
+                float(np.mean([r.recall for r in present])),
+                float(np.mean([r.f1 for r in present])),
+                total,
+            )
+        )
+        w = np.array([r.support for r in present], dtype=float)
+        rows.append(
+            Row(
+                "weighted",
+                float(np.average([r.precision for r in present], weights=w)),
+                float(np.average([r.recall for r in present], weights=w)),
+                float(np.average([r.f1 for r in present], weights=w)),
+                total,
+            )
+        )
+    else:
+        rows.append(Row("macro", 0.0, 0.0, 0.0, 0))
+        rows.append(Row("weighted", 0.0, 0.0, 0.0, 0))
+    return rows
+
+
+def row(rows: list[Row], name: str) -> Row:
+    """The row called ``name`` (e.g. "macro")."""
+    for r in rows:
+        if r.name == name:
+            return r
+    raise KeyError(name)
+
+
+def top1(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Share of single-label windows whose most probable label is the true one."""
+    t = np.asarray(y_true).astype(bool)
+    single = t.sum(1) == 1
+    if not single.any():
+        return 0.0
+    return float((np.asarray(probs)[single].argmax(1) == t[single].argmax(1)).mean())
+
+
+def calibrate(
+    y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], *, grid: Sequence[float] | None = None, lo: float = 0.15, hi: float = 0.85
+) -> dict[str, float]:
+    """Per-class threshold maximising F1 on a validation set (never the dev set).
+
+    Thresholds are kept in [lo, hi] so a class with few validation windows cannot end up
+    firing on everything or never; classes without positives keep 0.5.
+    """
+    grid = np.arange(0.05, 0.96, 0.025) if grid is None else np.asarray(grid)
+    t = np.asarray(y_true).astype(bool)
+    out = {}
+    for i, lab in enumerate(labels):
+        if not t[:, i].any():
+            out[lab] = 0.5
+            continue
+        best, best_f = 0.5, -1.0
+        for g in grid:
+            pred = probs[:, i] >= g
+            tp = float((pred & t[:, i]).sum())
+            f = _prf(tp, float((pred & ~t[:, i]).sum()), float((~pred & t[:, i]).sum()))[2]
+            if f > best_f + 1e-9:
+                best, best_f = float(g), f
+        out[lab] = float(min(max(best, lo), hi))
+    return out
+
+
+def format_table(rows: list[Row], *, title: str = "") -> str:
+    """The seed's table as plain text: one line per class, then micro / macro / weighted."""
+    lines = [title] if title else []
+    lines.append(f"{'':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for r in rows:
+        if r.name == "micro":
+            lines.append("")
+        lines.append(f"{r.name:<12}{r.precision:>10.3f}{r.recall:>10.3f}{r.f1:>10.3f}{r.support:>10d}")
+    return "\n".join(lines)
+
+
+def to_dict(rows: list[Row]) -> dict[str, dict[str, float]]:
+    """Rows as {name: {precision, recall, f1, support}} for JSON."""
+    return {r.name: {"precision": r.precision, "recall": r.recall, "f1": r.f1, "support": r.support} for r in rows}
+
+
+@dataclass
+class SetResult:
+    """Scores of a model on a labelled set: the table, top-1, and what was left out."""
+
+    rows: list[Row]
+    top1: float
+    windows: int
+    files: int
+    quiet_windows: int  # below SILENCE_DBFS: reported apart, not scored
+    failed: list[str]
+    unknown_labels: dict[str, int]  # data labels the model does not know → windows scored as all-negative
+    probs: np.ndarray
+    truth: np.ndarray
+
+
+def evaluate_set(det, source: str, *, hop_seconds: float = 1.0, thresholds: np.ndarray | None = None, quiet_dbfs: float | None = None) -> SetResult:
+    """Score a Detector on a folder (subfolder = label) or CSV manifest (file,label).
+
+    Every window of a file carries the file's label. Windows quieter than ``quiet_dbfs``
+    (default ``audio.SILENCE_DBFS``) are counted apart. Unreadable files are listed in
+    ``failed`` and skipped.
+    """
+    from neuroear import audio
+    from neuroear.analyze import analyze_file
+    from neuroear.data import read_labelled
+    from neuroear.errors import NeuroEarError
+
+    quiet = audio.SILENCE_DBFS if quiet_dbfs is None else quiet_dbfs
+    thr = det.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
+    index = {lab: i for i, lab in enumerate(det.labels)}
+    probs, truth, failed, unknown = [], [], [], {}
+    n_quiet = files = 0
+    for path, label in read_labelled(source):
+        try:
+            rows = list(analyze_file(det, path, hop_seconds=hop_seconds, thresholds=thr))
+        except NeuroEarError as exc:
+            failed.append(str(exc))
+            continue
+        files += 1
+        if label not in index:
+            unknown[label] = unknown.get(label, 0) + len(rows)
+        for r in rows:
+            if r.level_dbfs < quiet:
+                n_quiet += 1
+                continue
+            t = np.zeros(len(det.labels), dtype=bool)
+            if label in index:
+                t[index[label]] = True
+            probs.append(r.probs)
+            truth.append(t)
+    if not probs:
+        raise NeuroEarError(f"{source}: no scorable windows ({len(failed)} files failed, {n_quiet} windows too quiet)")
+    P, T = np.stack(probs), np.stack(truth)
+    return SetResult(report(T, P >= thr[None, :], det.labels), top1(T, P), len(P), files, n_quiet, failed, unknown, P, T)

@@ -1,0 +1,78 @@
+"""The model card: what a model file promises, stored as one JSON under one ONNX metadata key.
+
+No torch and no onnx import here: the runtime reads the card through ONNX Runtime's
+``modelmeta.custom_metadata_map``; export writes it through ``onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from neuroear.errors import NeuroEarError
+
+METADATA_KEY = "neuroear"
+SCHEMA_VERSION = 1
+INPUT_NAME = "waveform"  # float32 [batch, window_samples] in [-1, 1]
+OUTPUT_NAME = "probs"  # float32 [batch, n_labels] in [0, 1]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use and to trust a model file.
+
+    ``thresholds`` maps label → decision threshold on its probability; ``metrics`` maps a
+    data-set name → {"data": description, "macro_f1": …, …}; ``cqt`` holds the front end's
+    parameters (sample rate, hop, fmin in Hz, bins, bins per octave, log compression).
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    sample_rate: int
+    window_samples: int
+    cqt: dict[str, Any]
+    thresholds: dict[str, float]
+    version: int = 1
+    schema: int = SCHEMA_VERSION
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    git_commit: str = "unknown"
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    def to_json(self) -> str:
+        """Serialise to a JSON string (labels as a list)."""
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        return json.dumps(d, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "model") -> "ModelCard":
+        """Parse and validate a card; raises NeuroEarError saying what is wrong."""
+        try:
+            d = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise NeuroEarError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise NeuroEarError(f"{source}: metadata '{METADATA_KEY}' is not a JSON object")
+        schema = d.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise NeuroEarError(
+                f"{source}: model metadata schema {schema!r} is not supported (this neuroear reads schema "
+                f"{SCHEMA_VERSION}); re-export the model or upgrade neuroear"
+            )
+        missing = [k for k in ("name", "labels", "sample_rate", "window_samples", "cqt", "thresholds") if k not in d]
+        if missing:
+            raise NeuroEarError(f"{source}: model metadata lacks {', '.join(missing)}; re-export the model")
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: v for k, v in d.items() if k in known}
+        d["labels"] = tuple(str(x) for x in d["labels"])
+        if not d["labels"] or len(set(d["labels"])) != len(d["labels"]):
+            raise NeuroEarError(f"{source}: model labels must be a non-empty list of distinct names")
+        thr = {str(k): float(v) for k, v in d["thresholds"].items()}
+        unknown = sorted(set(thr) - set(d["labels"]))
+        if unknown:
+            raise NeuroEarError(f"{source}: thresholds name unknown labels {unknown}")
+        d["thresholds"] = {lab: thr.get(lab, 0.5) for lab in d["labels"]}
+        return cls(**d)

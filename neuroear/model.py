@@ -1,0 +1,116 @@
+"""The CNN and the exported ``Detector`` (CQT front end + CNN + sigmoid).
+
+The CNN follows the seed's family — blocks of conv→BN→ReLU with max pooling — made small
+enough to run in ~1 ms per window and to fit a model file under 2 MB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from neuroear.features import CQTConfig, CQTFrontEnd
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """CNN shape: output channels per stage (each stage: ``convs`` × conv3×3→BN→ReLU, then 2×2
+    max-pool except after the last), dropout before the classifier, and whether blocks add a
+    residual (1×1-projected) shortcut — the seed's plain-vs-residual question."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    convs: int = 2
+    dropout: float = 0.3
+    residual: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+class Block(nn.Module):
+    """``convs`` × (conv3×3 → BN → ReLU), optionally with a residual shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, *, convs: int = 1, residual: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(convs):
+            layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+            if i < convs - 1 or not residual:
+                layers.append(nn.ReLU(inplace=True))
+        self.body = nn.Sequential(*layers)
+        self.shortcut: nn.Module | None = None
+        if residual:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.shortcut is not None:
+            y = torch.relu(y + self.shortcut(x))
+        return y
+
+
+class CNN(nn.Module):
+    """log-CQT [batch, 1, bins, frames] → logits [batch, n_labels]."""
+
+    def __init__(self, n_labels: int, cfg: NetConfig = NetConfig()) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        c_in = 1
+        for i, c in enumerate(cfg.channels):
+            stages.append(Block(c_in, c, convs=cfg.convs, residual=cfg.residual))
+            if i < len(cfg.channels) - 1:
+                stages.append(nn.MaxPool2d(2))
+            c_in = c
+        self.features = nn.Sequential(*stages)
+        self.dropout = nn.Dropout(cfg.dropout)
+        # mean and max pooling together: mean for sustained tones, max for short attacks
+        self.head = nn.Linear(2 * c_in, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return self.head(self.dropout(pooled))
+
+
+class Detector(nn.Module):
+    """waveform [batch, samples] in [-1, 1] → logits, or probabilities with ``probs=True``.
+
+    ``forward`` returns logits (for BCE-with-logits in training); ``export`` wraps it in
+    ``WithSigmoid`` so the ONNX graph outputs probabilities.
+    """
+
+    def __init__(self, labels: tuple[str, ...], cqt: CQTConfig = CQTConfig(), net: NetConfig = NetConfig()) -> None:
+        super().__init__()
+        self.labels = tuple(labels)
+        self.cqt_cfg = cqt
+        self.net_cfg = net
+        self.frontend = CQTFrontEnd(cqt)
+        self.cnn = CNN(len(labels), net)
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.frontend(waveform)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.cnn(self.frontend(waveform))
+
+
+class WithSigmoid(nn.Module):
+    """The graph that is exported: waveform → probabilities."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.detector(waveform))
+
+
+def n_params(module: nn.Module) -> int:
+    """Trainable parameter count."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+

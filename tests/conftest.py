@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny real audio files written with soundfile, the shipped model, paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NEUROEAR_SHARED", ROOT.parent / "shared"))
+DEV = SHARED / "data" / "real-dev"
+REAL_TRAIN = SHARED / "data" / "real-train"
+SR = 16_000
+
+
+def tone(freq: float, seconds: float, *, sr: int = SR, amp: float = 0.5) -> np.ndarray:
+    """A sine [samples] float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, input: bytes | None = None):
+    """Run ``python -m neuroear ARGS`` in a subprocess; returns CompletedProcess (text)."""
+    import subprocess
+
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "neuroear", *args], capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from neuroear.infer import Detector
+
+    return Detector()
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+needs_torch = pytest.mark.skipif(not (has_module("torch") and has_module("nnAudio")), reason="needs the 'train' extra (torch, nnAudio)")

@@ -1,0 +1,119 @@
+"""Decoding, mono, resampling and framing (no torch, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neuroear import audio
+from neuroear.errors import NeuroEarError
+
+from conftest import SR, tone
+
+
+def test_constants_are_consistent():
+    assert audio.WINDOW_SAMPLES == int(audio.SAMPLE_RATE * audio.WINDOW_SECONDS)
+    assert audio.hop_samples(0.25) == audio.SAMPLE_RATE // 4
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 44100, 96000, 192000])
+def test_resample_keeps_pitch(tmp_path, rate):
+    f = tmp_path / f"a{rate}.wav"
+    sf.write(f, tone(440, 1.5, sr=rate), rate)
+    x = audio.load(f)
+    assert abs(x.size - int(1.5 * SR)) <= 2
+    spec = np.abs(np.fft.rfft(x[:SR]))
+    assert abs(np.argmax(spec) - 440) <= 1  # 1 Hz bins for a 1 s window
+
+
+def test_multichannel_downmix(tmp_path):
+    f = tmp_path / "eight.wav"
+    x = np.stack([tone(440, 1.0) * (c % 2) for c in range(8)], axis=1)  # odd channels carry the tone
+    sf.write(f, x, SR)
+    y = audio.load(f)
+    assert np.isclose(np.abs(y).max(), 0.25, atol=0.01)  # averaged: 4 of 8 channels at 0.5
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_bit_depths(tmp_path, subtype):
+    f = tmp_path / f"{subtype}.wav"
+    sf.write(f, tone(440, 0.5), SR, subtype=subtype)
+    y = audio.load(f)
+    assert y.dtype == np.float32 and np.isclose(np.abs(y).max(), 0.5, atol=0.02)
+
+
+def test_nan_inf_become_silence(tmp_path):
+    x = tone(440, 1.0)
+    x[100:200] = np.nan
+    x[300] = np.inf
+    f = tmp_path / "nan.wav"
+    sf.write(f, x, SR, subtype="FLOAT")
+    with pytest.warns(UserWarning, match="NaN/Inf"):
+        y = audio.load(f)
+    assert np.isfinite(y).all() and (y[100:200] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"", "empty"), (b"this is not audio at all\n" * 20, "cannot decode"), (b"RIFF\x10\x00\x00\x00WAVEfmt ", "cannot decode")],
+)
+def test_bad_files_raise_one_clear_error(tmp_path, content, reason):
+    f = tmp_path / "bad.wav"
+    f.write_bytes(content)
+    with pytest.raises(NeuroEarError, match=reason) as e:
+        audio.load(f)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(NeuroEarError, match="no such file"):
+        audio.load(tmp_path / "nope.wav")
+
+
+def test_windows_cover_file_and_pad_short_tail():
+    x = np.ones(int(2.5 * SR), dtype=np.float32)
+    starts, w = audio.windows(x, hop=SR)
+    assert starts.tolist() == [0, SR, 2 * SR]
+    assert w.shape == (3, SR) and w[2, : SR // 2].all() and not w[2, SR // 2 :].any()
+    # a 0.1 s tail is dropped, a 0.2 s clip alone is kept
+    assert audio.windows(np.ones(SR + SR // 10, np.float32), hop=SR)[0].tolist() == [0]
+    assert audio.windows(np.ones(SR // 5, np.float32), hop=SR)[0].tolist() == [0]
+    assert audio.windows(np.zeros(0, np.float32), hop=SR)[1].shape == (0, SR)
+
+
+def test_overlapping_hops():
+    starts, _ = audio.windows(np.ones(2 * SR, np.float32), hop=SR // 4)
+    assert starts.tolist() == [0, 4000, 8000, 12000, 16000]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 5 * SR),
+    hop=st.sampled_from([SR // 4, SR // 2, SR]),
+    blocks=st.lists(st.integers(1, 3 * SR), min_size=1, max_size=8),
+)
+def test_framer_is_block_size_invariant(n, hop, blocks):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    ref_starts, ref = audio.windows(x, hop=hop)
+    fr = audio.Framer(hop=hop)
+    got, i, k = [], 0, 0
+    while i < n:
+        b = blocks[k % len(blocks)]
+        got += fr.push(x[i : i + b])
+        i += b
+        k += 1
+    got += fr.finish()
+    assert [s for s, _ in got] == ref_starts.tolist()
+    if got:
+        assert np.array_equal(np.stack([w for _, w in got]), ref)
+
+
+def test_iter_files_expands_folders(tmp_path):
+    (tmp_path / "b").mkdir()
+    for name in ("b/2.wav", "1.flac", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    got = [p.name for p in audio.iter_files([str(tmp_path)])]
+    assert got == ["1.flac", "2.wav"]

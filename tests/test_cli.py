@@ -1,0 +1,154 @@
+"""`neuroear analyze` / `evaluate` end to end through the real CLI and ONNX Runtime."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ROOT, SR, has_module, run_cli, tone
+
+
+@pytest.fixture
+def clip(tmp_path):
+    f = tmp_path / "clip.wav"
+    sf.write(f, tone(440, 3.5, sr=44100), 44100)
+    return f
+
+
+def test_jsonl_contract(clip):
+    r = run_cli("analyze", str(clip), "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["start"], x["end"]) for x in lines] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 3.5)]
+    for x in lines:
+        assert x["source"] == str(clip)
+        assert set(x) >= {"source", "start", "end", "probs", "active"}
+        assert all(0.0 <= p <= 1.0 for p in x["probs"].values())
+        assert set(x["active"]) <= set(x["probs"])
+    assert "provider" in r.stderr and "CPUExecutionProvider" in r.stderr
+
+
+def test_pipe_defaults_to_jsonl_and_hop_overlaps(clip):
+    r = run_cli("analyze", str(clip), "--hop", "0.5")
+    starts = [json.loads(x)["start"] for x in r.stdout.splitlines()]
+    assert starts == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # the 2.5 s window already reaches the end
+
+
+def test_csv_and_table(clip):
+    r = run_cli("analyze", str(clip), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 4 and float(rows[1]["start"]) == 1.0 and "piano" in rows[0]
+    r = run_cli("analyze", str(clip), "--format", "table")
+    assert r.returncode == 0 and "active" in r.stdout and str(clip) in r.stdout
+
+
+@pytest.mark.skipif(not has_module("matplotlib"), reason="needs matplotlib")
+def test_plot(clip, tmp_path):
+    out = tmp_path / "p.png"
+    r = run_cli("analyze", str(clip), "--plot", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_short_clip_is_padded_with_warning(tmp_path):
+    f = tmp_path / "short.flac"
+    sf.write(f, tone(440, 0.2), SR)
+    r = run_cli("analyze", str(f), "--format", "jsonl")
+    assert r.returncode == 0
+    (line,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert line["start"] == 0.0 and line["end"] == pytest.approx(0.2)
+    assert "shorter than" in r.stderr
+
+
+def test_nan_never_reaches_probabilities(tmp_path):
+    x = tone(440, 2.0)
+    x[::7] = np.nan
+    x[5] = np.inf
+    f = tmp_path / "nan.wav"
+    sf.write(f, x, SR, subtype="FLOAT")
+    r = run_cli("analyze", str(f), "--format", "jsonl")
+    assert r.returncode == 0
+    for line in r.stdout.splitlines():
+        assert all(np.isfinite(p) for p in json.loads(line)["probs"].values())
+
+
+@pytest.mark.parametrize("rate, channels, seconds", [(8000, 1, 1.5), (96000, 2, 1.5), (22050, 8, 1.2)])
+def test_unusual_valid_inputs(tmp_path, rate, channels, seconds):
+    f = tmp_path / f"x{rate}.wav"
+    sf.write(f, np.tile(tone(440, seconds, sr=rate)[:, None], (1, channels)), rate)
+    r = run_cli("analyze", str(f), "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1 + (seconds - 1 >= 0.25)
+
+
+def test_bad_inputs_one_line_each_and_good_files_still_reported(tmp_path, clip):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    sf.write(d / "good.wav", tone(440, 1.0), SR)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "text.wav").write_text("hello, not audio\n" * 50)
+    good = (tmp_path / "clip.wav").read_bytes()
+    (d / "truncated.wav").write_bytes(good[:30])
+    r = run_cli("analyze", str(d), str(tmp_path / "missing.flac"), "--format", "jsonl")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    errors = [x for x in r.stderr.splitlines() if x.startswith("neuroear: error:")]
+    assert len(errors) == 4
+    assert any("empty.wav" in e and "empty" in e for e in errors)
+    assert any("missing.flac" in e and "no such file" in e for e in errors)
+    sources = {json.loads(x)["source"] for x in r.stdout.splitlines()}
+    assert sources == {str(d / "good.wav")}
+
+
+def test_missing_model_is_a_clear_error(clip, tmp_path):
+    r = run_cli("analyze", str(clip), "--model", str(tmp_path / "none.onnx"))
+    assert r.returncode == 1 and "model file" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    r = run_cli("analyze", str(clip), "--model", str(bad))
+    assert r.returncode == 1 and "not a loadable ONNX model" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_runtime_never_imports_torch(clip):
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'nnAudio'):\n"
+        "            raise ImportError('torch is blocked in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from neuroear.cli import main\n"
+        f"rc = main(['analyze', {str(clip)!r}, '--format', 'jsonl'])\n"
+        "assert 'torch' not in sys.modules\n"
+        "sys.exit(rc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 4
+
+
+def test_evaluate_on_folder(tmp_path):
+    for lab in ("piano", "violin"):
+        (tmp_path / lab).mkdir()
+        sf.write(tmp_path / lab / "a.wav", tone(440 if lab == "piano" else 660, 2.0), SR)
+    sf.write(tmp_path / "piano" / "quiet.wav", tone(440, 1.0, amp=0.001), SR)
+    r = run_cli("evaluate", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["windows"] == 4 and out["quiet_windows"] == 1 and out["files"] == 3
+    assert {"macro", "micro", "weighted"} <= set(out["table"])
+    r = run_cli("evaluate", str(tmp_path))
+    assert "precision" in r.stdout and "below -45 dBFS" in r.stdout
+
+
+def test_env_model_lookup(clip, tmp_path):
+    r = run_cli("analyze", str(clip), env={"NEUROEAR_MODEL": str(tmp_path / "nothing.onnx")})
+    assert r.returncode == 1 and "NEUROEAR_MODEL" in r.stderr

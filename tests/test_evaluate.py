@@ -1,0 +1,52 @@
+"""The seed's table against numbers computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neuroear import evaluate as E
+
+LABELS = ("a", "b", "c")
+
+
+def test_table_matches_hand_computation():
+    # truth / predictions for 5 windows
+    t = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]])
+    p = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 1]])
+    rows = {r.name: r for r in E.report(t, p, LABELS)}
+    # a: tp=1 fp=1 fn=1 -> P=.5 R=.5 F=.5 ; b: tp=1 fp=1 fn=1 -> .5 .5 .5 ; c: tp=1 fp=0 fn=0 -> 1 1 1
+    assert rows["a"].precision == pytest.approx(0.5) and rows["a"].recall == pytest.approx(0.5)
+    assert rows["c"].f1 == pytest.approx(1.0) and rows["c"].support == 1
+    assert rows["macro"].f1 == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    # micro: tp=3 fp=2 fn=2 -> P=R=F=.6
+    assert rows["micro"].precision == pytest.approx(0.6) and rows["micro"].f1 == pytest.approx(0.6)
+    # weighted by support 2, 2, 1
+    assert rows["weighted"].f1 == pytest.approx((0.5 * 2 + 0.5 * 2 + 1.0) / 5)
+
+
+def test_absent_class_does_not_pull_macro_down_but_false_alarms_show():
+    t = np.array([[1, 0, 0], [1, 0, 0]])
+    p = np.array([[1, 0, 0], [1, 0, 1]])
+    rows = {r.name: r for r in E.report(t, p, LABELS)}
+    assert "b" not in rows  # never true, never predicted
+    assert rows["c"].precision == 0.0 and rows["c"].support == 0  # a false alarm is listed
+    assert rows["macro"].f1 == pytest.approx(1.0)  # macro over classes present in the data
+
+
+def test_top1_and_calibrate():
+    t = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]])
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.1], [0.5, 0.0, 0.4], [0.1, 0.35, 0.2]])
+    assert E.top1(t, probs) == pytest.approx(0.75)
+    thr = E.calibrate(t, probs, LABELS, grid=[0.1, 0.25, 0.5, 0.8])
+    # b's positives sit at 0.3/0.35 and its negatives at <=0.1: 0.25 separates them
+    assert thr["b"] == 0.25
+    assert 0.15 <= thr["a"] <= 0.85
+
+
+def test_format_table_has_every_row():
+    t = np.eye(3, dtype=int)
+    text = E.format_table(E.report(t, t, LABELS))
+    for name in ("a", "b", "c", "micro", "macro", "weighted"):
+        assert any(line.startswith(name) for line in text.splitlines())
+    assert "1.000" in text

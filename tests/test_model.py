@@ -1,0 +1,77 @@
+"""Front end, CNN and export (need the 'train' extra: torch + nnAudio + onnx)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SR, needs_torch, tone
+
+pytestmark = needs_torch
+
+
+def test_cqt_a4_sine_peaks_in_a4_bin():
+    import torch
+
+    from neuroear.features import CQTConfig, CQTFrontEnd
+
+    cfg = CQTConfig(norm="none")
+    fe = CQTFrontEnd(cfg)
+    x = torch.from_numpy(tone(440.0, 1.0))[None]
+    spec = fe(x)[0, 0].numpy()  # [bins, frames]
+    a4 = round(cfg.bins_per_octave * np.log2(440.0 / cfg.fmin))  # 45 from C1
+    assert spec.shape == (cfg.n_bins, SR // cfg.hop_length + 1)
+    assert int(spec[:, 4:-4].mean(axis=1).argmax()) == a4
+    # an octave up moves the peak by one octave of bins
+    spec2 = fe(torch.from_numpy(tone(880.0, 1.0))[None])[0, 0].numpy()
+    assert int(spec2[:, 4:-4].mean(axis=1).argmax()) == a4 + cfg.bins_per_octave
+
+
+def test_window_norm_removes_gain():
+    import torch
+
+    from neuroear.features import CQTFrontEnd
+
+    fe = CQTFrontEnd()
+    x = torch.from_numpy(tone(330.0, 1.0, amp=0.5))[None]
+    a, b = fe(x), fe(x * 0.25)  # -12 dB; log1p is only near-invariant, so far larger gaps drift
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_detector_shapes(residual):
+    import torch
+
+    from neuroear.model import Detector, NetConfig
+
+    det = Detector(("a", "b", "c"), net=NetConfig(channels=(8, 16), residual=residual))
+    out = det(torch.zeros(2, SR))
+    assert out.shape == (2, 3)
+
+
+def test_export_parity_and_metadata(tmp_path):
+    import onnx
+    import torch
+
+    from neuroear.export import export
+    from neuroear.infer import Detector as OrtDetector
+    from neuroear.metadata import METADATA_KEY, ModelCard
+    from neuroear.model import Detector, NetConfig
+
+    torch.manual_seed(0)
+    labels = ("piano", "violin")
+    det = Detector(labels, net=NetConfig(channels=(8, 16))).eval()
+    card = ModelCard(name="t", labels=labels, sample_rate=SR, window_samples=SR, cqt=det.cqt_cfg.to_dict(), thresholds={"piano": 0.4, "violin": 0.6})
+    out = tmp_path / "t.onnx"
+    rep = export(det, card, out)
+    assert rep["max_abs_diff"] <= 1e-4
+    m = onnx.load(str(out))
+    assert any(p.key == METADATA_KEY for p in m.metadata_props)
+    assert (tmp_path / "t.json").is_file()
+    ort = OrtDetector(out)
+    assert ort.labels == labels and ort.window_samples == SR
+    assert ort.thresholds.tolist() == pytest.approx([0.4, 0.6])
+    x = np.stack([tone(440, 1.0), np.zeros(SR, np.float32)])
+    with torch.no_grad():
+        want = torch.sigmoid(det(torch.from_numpy(x))).numpy()
+    assert np.abs(ort.predict(x) - want).max() < 1e-4
