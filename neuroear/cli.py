@@ -46,6 +46,29 @@ def _thresholds(det, overrides: list[str] | None, flat: float | None):
 # ---------------------------------------------------------------------------- analyze
 
 
+class _Progress:
+    """Progress lines on stderr for files longer than a minute, at most every 5 s of wall time."""
+
+    def __init__(self, src: str, path: Path) -> None:
+        import time
+
+        self.src, self.clock, self.last = src, time.monotonic, time.monotonic()
+        try:
+            self.total = audio.info(path).duration
+        except NeuroEarError:
+            self.total = 0.0  # the decoder reports the problem itself
+
+    def update(self, t: float) -> None:
+        if self.total > 60 and self.clock() - self.last >= 5.0:
+            self.last = self.clock()
+            print(f"{PROG}: {self.src}: {t / 60:.1f} of {self.total / 60:.1f} min ({100 * t / self.total:.0f} %)", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.total > 60:
+            print(f"{PROG}: {self.src}: done ({self.total / 60:.1f} min)", file=sys.stderr, flush=True)
+
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from neuroear.analyze import Writer, analyze_file, plot
     from neuroear.infer import Detector
@@ -63,10 +86,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         writer.begin_source(src)
         rows = []
         try:
+            progress = _Progress(src, path)
             for r in analyze_file(det, path, hop_seconds=args.hop, thresholds=thr, source=src):
                 writer.write(r)
+                progress.update(r.end)
                 if args.plot:
                     rows.append(r)
+            progress.done()
             ok += 1
         except NeuroEarError as exc:
             _err(str(exc))

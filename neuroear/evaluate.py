@@ -150,15 +150,17 @@ class SetResult:
 
 
 def evaluate_set(det, source: str, *, hop_seconds: float = 1.0, thresholds: np.ndarray | None = None, quiet_dbfs: float | None = None) -> SetResult:
-    """Score a Detector on a folder (subfolder = label) or CSV manifest (file,label).
+    """Score a Detector on a folder (subfolder = label), a CSV manifest (file,label) or a
+    render manifest (``manifest.jsonl`` from ``neuroear render``).
 
-    Every window of a file carries the file's label. Windows quieter than ``quiet_dbfs``
+    Every window of a file carries the file's label; in a render manifest only windows where
+    the notes sound for at least ``data.MIN_ACTIVE_SECONDS`` do. Windows quieter than ``quiet_dbfs``
     (default ``audio.SILENCE_DBFS``) are counted apart. Unreadable files are listed in
     ``failed`` and skipped.
     """
     from neuroear import audio
     from neuroear.analyze import analyze_file
-    from neuroear.data import read_labelled
+    from neuroear.data import MIN_ACTIVE_SECONDS, read_labelled
     from neuroear.errors import NeuroEarError
 
     quiet = audio.SILENCE_DBFS if quiet_dbfs is None else quiet_dbfs
@@ -166,7 +168,18 @@ def evaluate_set(det, source: str, *, hop_seconds: float = 1.0, thresholds: np.n
     index = {lab: i for i, lab in enumerate(det.labels)}
     probs, truth, failed, unknown = [], [], [], {}
     n_quiet = files = 0
-    for path, label in read_labelled(source):
+    notes: dict[str, list] = {}
+    if str(source).endswith(".jsonl"):
+        import json
+        from pathlib import Path
+
+        root = Path(source).parent
+        entries = [json.loads(x) for x in Path(source).read_text().splitlines() if x.strip()]
+        pairs = [(root / e["file"], e["label"]) for e in entries]
+        notes = {str(root / e["file"]): e["notes"] for e in entries}
+    else:
+        pairs = read_labelled(source)
+    for path, label in pairs:
         try:
             rows = list(analyze_file(det, path, hop_seconds=hop_seconds, thresholds=thr))
         except NeuroEarError as exc:
@@ -180,7 +193,11 @@ def evaluate_set(det, source: str, *, hop_seconds: float = 1.0, thresholds: np.n
                 n_quiet += 1
                 continue
             t = np.zeros(len(det.labels), dtype=bool)
-            if label in index:
+            sounding = True
+            if str(path) in notes:
+                overlap = sum(max(0.0, min(off, r.end) - max(on, r.start)) for on, off in notes[str(path)])
+                sounding = overlap >= MIN_ACTIVE_SECONDS
+            if label in index and sounding:
                 t[index[label]] = True
             probs.append(r.probs)
             truth.append(t)

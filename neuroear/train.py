@@ -180,7 +180,7 @@ def train(
         loss.backward()
         opt.step()
         _ema_update(ema, model, cfg.ema if step > 200 else 0.0)
-        running = 0.98 * running + 0.02 * float(loss) if step > 1 else float(loss)
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         if step % cfg.val_every == 0 or step == cfg.steps:
             probs = _predict(ema, val_x)
             with torch.no_grad():

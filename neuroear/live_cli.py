@@ -1,0 +1,331 @@
+"""The ``listen`` and ``devices`` subcommands; ``neuroear.cli`` calls ``register(subparsers)``.
+
+Thin: argument checking and wiring. The loop is ``live.run``, decisions ``policy.Policy``,
+output ``sinks.JsonlSink``, the view ``dashboard.render``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from neuroear.errors import NeuroEarError
+
+HOP_MIN_SECONDS, HOP_MAX_SECONDS = 0.25, 1.0
+REFRESH_SECONDS = 0.15  # s between dashboard redraws (~7 Hz: smooth, and cheap)
+DEFAULT_THREADS = 1  # ORT threads for live use: one window per hop needs no thread pool
+
+
+def register(subparsers: Any) -> None:
+    """Add ``listen`` and ``devices`` to an argparse subparsers object (``set_defaults(func=…)``)."""
+    p = subparsers.add_parser(
+        "listen",
+        help="detect instruments live from a microphone (or a file, or the demo clip)",
+        description=(
+            "Capture audio (default input, --device, --input FILE or --demo), run the model on the latest "
+            "one-second window every hop and write one JSON line per hop on stdout (when stdout is a pipe, "
+            "or with --jsonl) while a dashboard is drawn on stderr (when it is a terminal). "
+            "Ctrl-C stops and prints a summary."
+        ),
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--device", metavar="INDEX|NAME", help="input device: index or part of its name (see `neuroear devices`)")
+    src.add_argument("--input", metavar="FILE", help="read this audio file through the same live loop instead of a device")
+    src.add_argument("--demo", action="store_true", help="stream the bundled example clip in real time with the dashboard")
+    p.add_argument("--realtime", action="store_true", help="with --input: pace the file like a device (default: as fast as possible)")
+    p.add_argument("--model", metavar="PATH", help="model file (.onnx); default $NEUROEAR_MODEL, then the shipped model")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="ONNX Runtime execution provider (default auto)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N", help=f"ONNX Runtime threads (default {DEFAULT_THREADS}; 0 = all cores)")
+    p.add_argument("--hop", type=float, default=1.0, metavar="SECONDS", help="run the model every SECONDS, 0.25–1 (default 1)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS of audio (stream time)")
+    p.add_argument("--threshold", action="append", default=[], metavar="LABEL=VALUE", help="override one label's threshold (repeatable)")
+    p.add_argument("--hysteresis", type=float, default=0.0, metavar="P", help="turn a label off only below threshold - P (default 0; 0.1 steadies live use)")
+    p.add_argument("--smooth", type=int, default=1, metavar="N", help="average probabilities over N hops before deciding (default 1 = none)")
+    p.add_argument("--events", action="store_true", help="print only onset/offset events instead of a line per hop")
+    p.add_argument("--jsonl", action="store_true", help="write JSON lines to stdout even when it is a terminal showing the dashboard")
+    p.add_argument("--no-dashboard", action="store_true", help="no dashboard (it is also off when stderr is not a terminal)")
+    p.add_argument("--rate", type=int, metavar="HZ", help="capture rate (default: the device's own rate)")
+    p.add_argument("--channels", type=int, metavar="N", help="capture channels, downmixed to mono (default: up to 2)")
+    p.add_argument("--block", type=int, default=None, metavar="FRAMES", help="frames per capture block / file read (default 1024)")
+    p.add_argument("--max-lag", type=float, default=None, metavar="SECONDS", help="drop windows that end more than SECONDS behind the newest audio (default max(hop, 0.5))")
+    p.set_defaults(func=cmd_listen)
+
+    d = subparsers.add_parser("devices", help="list audio input devices", description="List the audio input devices PortAudio sees; * marks the default.")
+    d.set_defaults(func=cmd_devices)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Print the input devices as a table on stdout; error if there are none."""
+    from neuroear.live import NO_DEVICE_HELP, list_devices
+
+    devices = list_devices()
+    if not devices:
+        raise NeuroEarError(NO_DEVICE_HELP)
+    name_w = max(4, min(48, max(len(d.name) for d in devices)))
+    api_w = max(8, max(len(d.host_api) for d in devices))
+    rows = [f"  {'index':>5}  {'name':<{name_w}}  {'host API':<{api_w}}  {'channels':>8}  {'rate Hz':>7}"]
+    for dev in devices:
+        mark = "*" if dev.default else " "
+        rows.append(f"{mark} {dev.index:>5}  {dev.name[:name_w]:<{name_w}}  {dev.host_api:<{api_w}}  {dev.channels:>8}  {dev.rate:>7}")
+    rows.append("* default input; pick another with `neuroear listen --device INDEX|NAME`")
+    try:
+        sys.stdout.write("\n".join(rows) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    return 0
+
+
+# ----------------------------------------------------------------------------- listen
+
+
+def _silence_stdout() -> None:
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class Session:
+    """Wires one ``listen`` run: policy, sink, counts and the dashboard's history."""
+
+    def __init__(
+        self, *, detector: Any, policy: Any, sink: Any, events: bool, hop: float, source: str, model: str, provider: str,
+        is_device: bool = False,
+    ) -> None:
+        from neuroear.dashboard import HISTORY_SECONDS
+
+        self.detector = detector
+        self.labels = tuple(detector.labels)
+        self.policy = policy
+        self.sink = sink
+        self.events = events
+        self.hop = hop
+        self.source = source
+        self.model = model
+        self.provider = provider
+        self.is_device = is_device
+        n = max(1, int(round(HISTORY_SECONDS / hop)))
+        self.history = {lab: deque(maxlen=n) for lab in self.labels}
+        self.probs = np.full(len(self.labels), np.nan, dtype=np.float32)
+        self.active: tuple[str, ...] = ()
+        self.detections = {lab: 0 for lab in self.labels}
+        self.onsets = {lab: 0 for lab in self.labels}
+        self.message = ""
+
+    def on_hop(self, window: Any, probs: np.ndarray, stats: Any) -> bool:
+        from neuroear.audio import SAMPLE_RATE
+        from neuroear.sinks import detection_record, event_record
+
+        start, end = window.start / SAMPLE_RATE, window.end / SAMPLE_RATE
+        decision = self.policy.update(probs, start=start, end=end)
+        self.probs = np.asarray(probs, dtype=np.float32)
+        self.active = decision.active
+        for lab, p in zip(self.labels, self.probs):
+            self.history[lab].append(float(p))
+        for lab in decision.active:
+            self.detections[lab] += 1
+        for e in decision.events:
+            if e.kind == "onset":
+                self.onsets[e.label] += 1
+        if self.sink is None:
+            return True
+        if self.events:
+            return all(self.sink.write(event_record(e)) for e in decision.events)
+        latency_ms = (time.monotonic() - window.t_capture) * 1e3
+        rec = detection_record(
+            source=self.source, start=start, end=end, labels=self.labels, probs=self.probs,
+            active=decision.active, latency_ms=latency_ms, provider=self.provider,
+        )
+        return self.sink.write(rec)
+
+    def finish(self) -> None:
+        from neuroear.sinks import event_record
+
+        for e in self.policy.finish():
+            if self.events and self.sink is not None:
+                self.sink.write(event_record(e))
+
+    def state(self, stats: Any, *, title: str = "listening") -> Any:
+        from neuroear.dashboard import STAGES, LabelView, State
+        from neuroear.live import NO_AUDIO_WARN_SECONDS
+
+        onsets = self.policy.onsets
+        now = stats.stream_seconds
+        labels = tuple(
+            LabelView(
+                name=lab,
+                prob=float(p),
+                active=lab in self.active,
+                on_for=(now - onsets[lab]) if lab in onsets else None,
+                history=tuple(self.history[lab]),
+            )
+            for lab, p in zip(self.labels, self.probs)
+        )
+        message = self.message
+        if self.is_device and stats.silent_for > NO_AUDIO_WARN_SECONDS:
+            message = f"no audio from the device for {stats.silent_for:.0f} s (muted, unplugged, or a virtual mic nobody writes to?)"
+        return State(
+            labels=labels, source=stats.source, rate=stats.rate, channels=stats.channels, model=self.model,
+            provider=self.provider, level_dbfs=stats.level_dbfs, clipping=stats.clipping,
+            latency={k: stats.recent(k) for k in STAGES}, hops=stats.hops, dropped=stats.dropped,
+            overflows=stats.overflows, elapsed=now, hop=self.hop, message=message, title=title,
+        )
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if not (HOP_MIN_SECONDS <= args.hop <= HOP_MAX_SECONDS):
+        raise NeuroEarError(f"--hop must be between {HOP_MIN_SECONDS:g} and {HOP_MAX_SECONDS:g} s, got {args.hop:g}")
+    if args.duration is not None and not (args.duration > 0):
+        raise NeuroEarError(f"--duration must be a positive number of seconds, got {args.duration:g}")
+    if args.realtime and not args.input:
+        raise NeuroEarError("--realtime only applies to --input FILE (devices and --demo are real time already)")
+    if args.block is not None and args.block <= 0:
+        raise NeuroEarError(f"--block must be a positive number of frames, got {args.block}")
+    if args.max_lag is not None and not (args.max_lag > 0):
+        raise NeuroEarError(f"--max-lag must be a positive number of seconds, got {args.max_lag:g}")
+    if args.threads < 0:
+        raise NeuroEarError(f"--threads must be 0 (all cores) or more, got {args.threads}")
+    if (args.input or args.demo) and (args.rate or args.channels):
+        raise NeuroEarError("--rate and --channels apply to devices; a file is read at its own rate and channels")
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """``neuroear listen``: returns the exit code (0 after Ctrl-C/SIGTERM, end of input or a closed pipe)."""
+    from neuroear import audio, live
+    from neuroear.infer import Detector
+    from neuroear.policy import Policy, PolicyConfig, parse_thresholds
+    from neuroear.sinks import JsonlSink
+
+    _validate(args)
+    detector = Detector(args.model, provider=args.provider, threads=args.threads)
+    if detector.sample_rate != audio.SAMPLE_RATE or detector.window_samples != audio.WINDOW_SAMPLES:
+        raise NeuroEarError(
+            f"{detector.path}: model expects {detector.window_samples} samples at {detector.sample_rate} Hz; "
+            f"listen serves {audio.WINDOW_SAMPLES} at {audio.SAMPLE_RATE} Hz"
+        )
+    config = PolicyConfig.build(
+        detector.labels, detector.thresholds,
+        overrides=parse_thresholds(args.threshold, detector.labels),
+        hysteresis=args.hysteresis, smooth=args.smooth,
+    )
+    block = args.block or live.DEFAULT_BLOCK_FRAMES
+    if args.demo:
+        clip = live.example_clip()
+        source = live.FileSource(clip, block=block, realtime=True, name=f"demo:{clip.name}")
+    elif args.input:
+        source = live.FileSource(args.input, block=block, realtime=args.realtime)
+    else:
+        source = live.DeviceSource(args.device, rate=args.rate, channels=args.channels, block=block)
+
+    dashboard_on = not args.no_dashboard and _isatty(sys.stderr)
+    stdout_tty = _isatty(sys.stdout)
+    json_on = args.jsonl or not stdout_tty or not dashboard_on
+    sink = JsonlSink(sys.stdout) if json_on else None
+    is_device = isinstance(source, live.DeviceSource)
+    session = Session(
+        detector=detector, policy=Policy(config), sink=sink, events=args.events, hop=args.hop,
+        source=source.name, model=detector.name, provider=detector.provider, is_device=is_device,
+    )
+
+    stop = threading.Event()
+    interrupts = 0
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        stop.set()
+        if interrupts > 2 and signum == signal.SIGINT:  # a third Ctrl-C: the user means it
+            raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    hop = audio.hop_samples(args.hop)
+    max_lag = None if args.max_lag is None else int(round(args.max_lag * audio.SAMPLE_RATE))
+    warned_silence = False
+    stats = None
+    try:
+        if dashboard_on:
+            from rich.console import Console
+
+            from neuroear.dashboard import PinnedView, render
+
+            console = Console(stderr=True)
+            title = "demo" if args.demo else "listening"
+            with PinnedView(console) as view:
+
+                def on_tick(st: Any) -> None:
+                    view.update(render(session.state(st, title=title), width=console.width), refresh=True)
+
+                stats = live.run(source, detector.predict, hop=hop, on_hop=session.on_hop, on_tick=on_tick,
+                                 stop=stop, duration=args.duration, max_lag=max_lag, tick_seconds=REFRESH_SECONDS)
+                if stats.stopped_by != "pipe":
+                    view.update(render(session.state(stats, title="stopped"), width=console.width), refresh=True)
+        else:
+
+            def on_tick(st: Any) -> None:
+                nonlocal warned_silence
+                if is_device and not warned_silence and st.silent_for > live.NO_AUDIO_WARN_SECONDS:
+                    warned_silence = True
+                    print(f"neuroear listen: no audio from {source.name!r} for {live.NO_AUDIO_WARN_SECONDS:g} s (muted, unplugged, or a virtual mic nobody writes to?)", file=sys.stderr, flush=True)
+
+            stats = live.run(source, detector.predict, hop=hop, on_hop=session.on_hop, on_tick=on_tick,
+                             stop=stop, duration=args.duration, max_lag=max_lag, tick_seconds=REFRESH_SECONDS)
+        session.finish()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stats is not None and stats.stopped_by != "pipe":
+        _print_summary(session, stats, args.hop)
+    if stats is not None and not stats.clean_stop:
+        # PortAudio is stuck in a clockless source: do not wait on it at interpreter exit
+        print(f"neuroear listen: {source.name!r} did not stop in time; exiting without closing it", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(0)
+    return 0
+
+
+def _print_summary(session: Session, stats: Any, hop: float) -> None:
+    from neuroear.dashboard import STAGES, summary
+    from neuroear.live import percentiles
+
+    latency = {}
+    for k in STAGES:
+        d = getattr(stats, f"lat_{k}")
+        if d:
+            p50, p95 = percentiles(d)
+            latency[k] = (p50, p95, float(max(d)))
+    text = summary(
+        stream_seconds=stats.stream_seconds, wall_seconds=stats.wall_seconds, hops=stats.hops, dropped=stats.dropped,
+        overflows=stats.overflows, hop=hop, detections=session.detections, onsets=session.onsets, latency=latency,
+        source=stats.source, stopped_by=stats.stopped_by,
+    )
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (BrokenPipeError, OSError):
+        pass

@@ -1,0 +1,155 @@
+"""Decision policy, apart from the model: thresholds, hysteresis, smoothing, onset/offset events.
+
+The model gives probabilities per window; what counts as "the violin is playing" is decided
+here, per hop, with explicit state (``reset()``) so that a file and a device stream give the
+same decisions. With the defaults (``smooth=1``, ``hysteresis=0``) a label is active exactly
+when its probability is at or over its threshold, as in ``neuroear analyze``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from neuroear.errors import NeuroEarError
+
+MAX_SMOOTH = 32  # hops: a longer moving average is a different product (a summary, not detection)
+
+
+def parse_thresholds(items: Sequence[str] | None, labels: Sequence[str]) -> dict[str, float]:
+    """Parse ``LABEL=VALUE`` overrides (``--threshold``) into {label: value in [0, 1]}."""
+    out: dict[str, float] = {}
+    for item in items or ():
+        label, sep, value = str(item).partition("=")
+        label = label.strip()
+        if not sep or not label:
+            raise NeuroEarError(f"--threshold {item!r}: expected LABEL=VALUE, e.g. violin=0.6")
+        if label not in labels:
+            raise NeuroEarError(f"--threshold {item!r}: unknown label {label!r}; the model's labels are {', '.join(labels)}")
+        try:
+            v = float(value)
+        except ValueError:
+            raise NeuroEarError(f"--threshold {item!r}: {value!r} is not a number") from None
+        if not (0.0 <= v <= 1.0):
+            raise NeuroEarError(f"--threshold {item!r}: value must be between 0 and 1")
+        out[label] = v
+    return out
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Per-label on/off levels (probabilities) and the moving-average length (hops).
+
+    A label turns on when its smoothed probability reaches ``on`` and turns off when it
+    falls below ``off`` (``off <= on``; equal levels mean no hysteresis).
+    """
+
+    labels: tuple[str, ...]
+    on: tuple[float, ...]
+    off: tuple[float, ...]
+    smooth: int = 1
+
+    @classmethod
+    def build(
+        cls,
+        labels: Sequence[str],
+        thresholds: Sequence[float] | np.ndarray,
+        *,
+        overrides: Mapping[str, float] | None = None,
+        hysteresis: float = 0.0,
+        smooth: int = 1,
+    ) -> "PolicyConfig":
+        """From the model's labels and thresholds (``Detector.thresholds``) plus user overrides.
+
+        ``hysteresis`` (probability) sets each off level to ``on - hysteresis`` (at least 0).
+        """
+        labels = tuple(labels)
+        thr = [float(t) for t in thresholds]
+        if len(thr) != len(labels):
+            raise NeuroEarError(f"{len(thr)} thresholds for {len(labels)} labels")
+        if not (0.0 <= hysteresis < 1.0):
+            raise NeuroEarError(f"hysteresis must be in [0, 1), got {hysteresis:g}")
+        if not (1 <= int(smooth) <= MAX_SMOOTH):
+            raise NeuroEarError(f"--smooth must be between 1 and {MAX_SMOOTH} hops, got {smooth}")
+        for label, v in (overrides or {}).items():
+            thr[labels.index(label)] = float(v)
+        on = tuple(thr)
+        off = tuple(max(0.0, t - hysteresis) for t in thr)
+        return cls(labels=labels, on=on, off=off, smooth=int(smooth))
+
+
+@dataclass(frozen=True)
+class Event:
+    """An onset or offset of one label at ``time`` (stream seconds)."""
+
+    kind: str  # "onset" | "offset"
+    label: str
+    time: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy concluded for one hop."""
+
+    smoothed: np.ndarray  # [n_labels] probabilities after the moving average
+    active: tuple[str, ...]  # labels on after this hop, in label order
+    events: tuple[Event, ...]  # onsets/offsets caused by this hop
+
+
+class Policy:
+    """Stateful per-hop decisions over a stream of probability vectors.
+
+    ``update(probs [n_labels], start=s, end=s)`` for each window in stream order (start and end
+    in stream seconds). An onset is timed at the start of the first active window; an offset
+    at the end of the last active window. ``finish()`` closes labels still on.
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+        self._on = np.asarray(config.on, dtype=np.float64)
+        self._off = np.asarray(config.off, dtype=np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget history: no label is on, the moving average is empty."""
+        n = len(self.config.labels)
+        self._history: deque[np.ndarray] = deque(maxlen=self.config.smooth)
+        self._state = np.zeros(n, dtype=bool)
+        self._since = np.full(n, np.nan)  # onset time (stream s) of each label that is on
+        self._last_end: float | None = None
+
+    @property
+    def onsets(self) -> dict[str, float]:
+        """Onset time (stream s) of each label now on."""
+        return {lab: float(t) for lab, t, on in zip(self.config.labels, self._since, self._state) if on}
+
+    def update(self, probs: np.ndarray, *, start: float, end: float) -> Decision:
+        """Decide one hop from probabilities [n_labels] of the window [start, end) (s)."""
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if p.size != len(self.config.labels):
+            raise ValueError(f"expected {len(self.config.labels)} probabilities, got {p.size}")
+        self._history.append(p)
+        smoothed = p if len(self._history) == 1 else np.mean(np.stack(self._history), axis=0)
+        new = np.where(self._state, smoothed >= self._off, smoothed >= self._on)
+        events = []
+        for i, lab in enumerate(self.config.labels):
+            if new[i] and not self._state[i]:
+                events.append(Event("onset", lab, float(start)))
+                self._since[i] = start
+            elif self._state[i] and not new[i]:
+                events.append(Event("offset", lab, float(self._last_end if self._last_end is not None else start)))
+                self._since[i] = np.nan
+        self._state = new
+        self._last_end = float(end)
+        active = tuple(lab for lab, on in zip(self.config.labels, new) if on)
+        return Decision(smoothed=smoothed.astype(np.float32), active=active, events=tuple(events))
+
+    def finish(self) -> list[Event]:
+        """Offsets for every label still on, at the end of the last window; then reset."""
+        end = self._last_end if self._last_end is not None else 0.0
+        events = [Event("offset", lab, end) for lab, on in zip(self.config.labels, self._state) if on]
+        self.reset()
+        return events

@@ -1,0 +1,87 @@
+"""Decision policy: thresholds, hysteresis, smoothing and events, with known answers."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neuroear.errors import NeuroEarError
+from neuroear.policy import Policy, PolicyConfig, parse_thresholds
+
+LABELS = ("piano", "violin")
+
+
+def feed(policy, rows, hop=1.0):
+    out = []
+    for k, row in enumerate(rows):
+        out.append(policy.update(np.array(row), start=k * hop, end=k * hop + 1.0))
+    return out
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 1), min_size=2, max_size=2), min_size=1, max_size=30), st.floats(0.05, 0.95))
+def test_defaults_are_exactly_the_threshold_rule_of_analyze(rows, thr):
+    pol = Policy(PolicyConfig.build(LABELS, [thr, 0.5]))
+    for row, d in zip(rows, feed(pol, rows)):
+        expected = tuple(lab for lab, p, t in zip(LABELS, row, (thr, 0.5)) if p >= t)
+        assert d.active == expected
+        np.testing.assert_allclose(d.smoothed, row, rtol=0, atol=1e-7)
+
+
+def test_overrides_replace_model_thresholds():
+    cfg = PolicyConfig.build(LABELS, [0.5, 0.5], overrides=parse_thresholds(["violin=0.8"], LABELS))
+    assert cfg.on == (0.5, 0.8)
+    d = feed(Policy(cfg), [[0.6, 0.7]])[0]
+    assert d.active == ("piano",)
+
+
+def test_hysteresis_keeps_a_label_on_until_it_falls_below_the_off_level():
+    pol = Policy(PolicyConfig.build(LABELS, [0.5, 0.5], hysteresis=0.1))
+    seq = [[0.45, 0], [0.55, 0], [0.45, 0], [0.41, 0], [0.39, 0], [0.45, 0], [0.5, 0]]
+    active = [("piano" in d.active) for d in feed(pol, seq)]
+    assert active == [False, True, True, True, False, False, True]
+
+
+def test_smoothing_averages_the_last_n_hops():
+    pol = Policy(PolicyConfig.build(LABELS, [0.5, 0.5], smooth=3))
+    ds = feed(pol, [[0.9, 0], [0.0, 0], [0.0, 0], [0.9, 0], [0.9, 0]])
+    np.testing.assert_allclose([d.smoothed[0] for d in ds], [0.9, 0.45, 0.3, 0.3, 0.6], atol=1e-6)
+    assert [("piano" in d.active) for d in ds] == [True, False, False, False, True]
+
+
+def test_events_onset_at_window_start_offset_at_end_of_last_active_window():
+    pol = Policy(PolicyConfig.build(LABELS, [0.5, 0.5]))
+    ds = feed(pol, [[0.1, 0.9], [0.8, 0.9], [0.8, 0.1], [0.1, 0.1]], hop=0.5)
+    events = [(e.kind, e.label, e.time) for d in ds for e in d.events]
+    assert events == [("onset", "violin", 0.0), ("onset", "piano", 0.5), ("offset", "violin", 1.5), ("offset", "piano", 2.0)]
+    assert pol.onsets == {}
+
+
+def test_finish_closes_labels_still_on_and_resets():
+    pol = Policy(PolicyConfig.build(LABELS, [0.5, 0.5]))
+    feed(pol, [[0.9, 0.1], [0.9, 0.1]])
+    assert pol.onsets == {"piano": 0.0}
+    ev = pol.finish()
+    assert [(e.kind, e.label, e.time) for e in ev] == [("offset", "piano", 2.0)]
+    assert pol.onsets == {} and pol.finish() == []
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["violin"], "LABEL=VALUE"),
+        (["drums=0.5"], "unknown label"),
+        (["violin=abc"], "not a number"),
+        (["violin=1.5"], "between 0 and 1"),
+    ],
+)
+def test_bad_threshold_overrides_are_clear_errors(items, message):
+    with pytest.raises(NeuroEarError, match=message):
+        parse_thresholds(items, LABELS)
+
+
+def test_bad_config_values():
+    with pytest.raises(NeuroEarError, match="smooth"):
+        PolicyConfig.build(LABELS, [0.5, 0.5], smooth=0)
+    with pytest.raises(NeuroEarError, match="hysteresis"):
+        PolicyConfig.build(LABELS, [0.5, 0.5], hysteresis=-0.1)
