@@ -19,7 +19,7 @@ from neuroear.errors import NeuroEarError
 from neuroear.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
 from neuroear.model import Detector, WithSigmoid
 
-PARITY_ATOL = 1e-4  # max |p_torch − p_ort| on probabilities; float32 CQT rounding stays ~1e-6
+PARITY_ATOL = 1e-3  # max |p_torch − p_ort|; float32 CQT rounding gives ~1e-4 on a trained model (random: ~1e-7)
 OPSET = 17
 
 
