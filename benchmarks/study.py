@@ -1,0 +1,135 @@
+"""The seed's two studies, reproducible: optimisers (SGD, Nesterov, Adagrad, Adadelta, Adam with
+torch defaults) and plain vs residual blocks — same data, same budget, several seeds each.
+
+    python benchmarks/study.py optimizers --steps 300 --seeds 0 1 2 \
+        --real ../shared/data/real-train --rendered runs/render-train/manifest.jsonl
+    python benchmarks/study.py blocks --steps 300 --seeds 0 1 2 ...
+
+Writes benchmarks/results/study-<what>.json (every run's loss curves and scores) and
+benchmarks/results/study-<what>.png (training and validation loss, mean ± spread over seeds).
+Scores come from the validation split (held-out renders + held-out real-train files), never
+the real dev set. Not imported by the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def plateau_step(history: list[dict], *, tol: float = 0.02) -> int:
+    """First validation step whose loss is within ``tol`` (relative) of the run's best."""
+    losses = np.array([h["val_loss"] for h in history])
+    best = losses.min()
+    return int(history[int(np.argmax(losses <= best * (1 + tol)))]["step"])
+
+
+def main() -> None:
+    from neuroear import train as T
+    from neuroear.export import git_commit
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["optimizers", "blocks"])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--real", action="append", default=[])
+    ap.add_argument("--rendered", action="append", default=[])
+    ap.add_argument("--val-every", type=int, default=50)
+    ap.add_argument("--cache", default="runs/cache")
+    args = ap.parse_args()
+
+    base = T.TrainConfig(
+        real=tuple(args.real), rendered=tuple(args.rendered), steps=args.steps, val_every=args.val_every, val_windows=600, schedule="constant", ema=0.0
+    )
+    clips = T.load_clips(base, Path(args.cache))  # decoded once, shared by every run
+    if args.what == "optimizers":
+        variants = {name: {"optimizer": name} for name in T.OPTIMIZERS}
+    else:
+        variants = {"plain": {"net": base.net}, "residual": {"net": replace(base.net, residual=True)}}
+    runs = []
+    for name, change in variants.items():
+        for seed in args.seeds:
+            cfg = replace(base, seed=seed, **change)
+            t0 = time.time()
+            res = T.train(cfg, clips=clips, log=lambda s: None)
+            runs.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "seconds": round(time.time() - t0, 1),
+                    "history": res.history,
+                    "val_macro_f1_at_0.5": res.history[-1]["val_macro_f1"],
+                    "val_macro_f1_calibrated": res.val["calibrated"]["macro"]["f1"],
+                    "plateau_step": plateau_step(res.history),
+                }
+            )
+            print(json.dumps({k: v for k, v in runs[-1].items() if k != "history"}), flush=True)
+    summary = {}
+    for name in variants:
+        rs = [r for r in runs if r["variant"] == name]
+        f1 = np.array([r["val_macro_f1_calibrated"] for r in rs])
+        pl = np.array([r["plateau_step"] for r in rs])
+        summary[name] = {
+            "val_macro_f1_mean": float(f1.mean()),
+            "val_macro_f1_std": float(f1.std()),
+            "plateau_step_mean": float(pl.mean()),
+            "plateau_step_std": float(pl.std()),
+            "seconds_mean": float(np.mean([r["seconds"] for r in rs])),
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = {
+        "study": args.what,
+        "command": "python benchmarks/study.py " + " ".join(__import__("sys").argv[1:]),
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "batch": base.batch,
+        "optimizer_settings": "torch defaults (SGD/Nesterov lr 0.01, Nesterov momentum 0.9), constant learning rate",
+        "data": "validation split: held-out rendered clips + held-out real-train files",
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "commit": git_commit(),
+        "summary": summary,
+        "runs": runs,
+    }
+    (RESULTS / f"study-{args.what}.json").write_text(json.dumps(out, indent=1) + "\n")
+    plot(runs, list(variants), RESULTS / f"study-{args.what}.png", title=f"{args.what}: {len(args.seeds)} seeds × {args.steps} steps of 32 windows")
+    for name, s in summary.items():
+        print(f"{name:10s} F1 {s['val_macro_f1_mean']:.3f} ± {s['val_macro_f1_std']:.3f}   plateau step {s['plateau_step_mean']:.0f} ± {s['plateau_step_std']:.0f}")
+
+
+def plot(runs: list[dict], variants: list[str], out: Path, *, title: str) -> None:
+    """Training and validation loss against steps, mean with min–max band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110, sharey=True)
+    for i, name in enumerate(variants):
+        rs = [r for r in runs if r["variant"] == name]
+        steps = [h["step"] for h in rs[0]["history"]]
+        for ax, key in zip(axes, ("train_loss", "val_loss")):
+            y = np.array([[h[key] for h in r["history"]] for r in rs])
+            ax.plot(steps, y.mean(0), label=name, color=f"C{i}")
+            ax.fill_between(steps, y.min(0), y.max(0), color=f"C{i}", alpha=0.2)
+    for ax, t in zip(axes, ("training loss (running mean)", "validation loss")):
+        ax.set_title(t, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("BCE")
+    axes[1].legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
