@@ -52,7 +52,7 @@ class _Progress:
     def __init__(self, src: str, path: Path) -> None:
         import time
 
-        self.src, self.clock, self.last = src, time.monotonic, time.monotonic()
+        self.src, self.clock, self.last = src, time.monotonic, float("-inf")  # the first row prints at once
         try:
             self.total = audio.info(path).duration
         except NeuroEarError:
@@ -123,9 +123,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     thr = _thresholds(det, args.threshold_label, args.threshold)
-    res = E.evaluate_set(det, args.data, hop_seconds=args.hop, thresholds=thr)
+    if args.snr is not None and not args.noise:
+        raise NeuroEarError("--snr needs --noise white|pink|brown|babble")
+    res = E.evaluate_set(det, args.data, hop_seconds=args.hop, thresholds=thr, noise=args.noise, snr_db=args.snr if args.snr is not None else 10.0, seed=args.seed)
     for msg in res.failed:
         _err(msg)
+    cm = E.confusion(res.truth, res.probs, len(det.labels))
+    per_class_top1 = {lab: round(float(cm[i, i] / cm[i].sum()), 4) for i, lab in enumerate(det.labels) if cm[i].sum()}
+    condition = f"{args.noise} noise at {args.snr if args.snr is not None else 10.0:g} dB SNR (seed {args.seed})" if args.noise else "clean"
+    if args.confusion:
+        E.plot_confusion(cm, det.labels, args.confusion, title=f"{args.data} · {condition} · {det.name}")
+        print(f"{PROG}: confusion matrix written to {args.confusion}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -139,15 +147,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     "quiet_dbfs": audio.SILENCE_DBFS,
                     "failed": res.failed,
                     "unknown_labels": res.unknown_labels,
+                    "condition": condition,
                     "top1": res.top1,
+                    "top1_per_class": per_class_top1,
+                    "confusion": {"labels": list(det.labels), "counts": cm.tolist()},
                     "table": E.to_dict(res.rows),
                 },
                 indent=1,
             )
         )
     else:
-        print(E.format_table(res.rows, title=f"{args.data}: {res.files} files, {res.windows} windows, model {det.name}"))
+        print(E.format_table(res.rows, title=f"{args.data} ({condition}): {res.files} files, {res.windows} windows, model {det.name}"))
         print(f"\ntop-1 accuracy (single-label windows): {res.top1:.3f}")
+        print("top-1 per class: " + ", ".join(f"{k} {v:.2f}" for k, v in per_class_top1.items()))
         print(f"windows below {audio.SILENCE_DBFS:g} dBFS, reported apart and not scored: {res.quiet_windows}")
         if res.unknown_labels:
             print(f"labels the model does not know (windows scored as all-negative): {res.unknown_labels}")
@@ -245,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="machine-readable output")
     e.add_argument("--threshold", type=float, help="one threshold for all labels (default: the model's calibrated ones)")
     e.add_argument("--threshold-label", action="append", metavar="LABEL=VALUE", help="override one label's threshold")
+    e.add_argument("--noise", choices=["white", "pink", "brown", "babble"], help="add noise to every window (babble: other clips of the set)")
+    e.add_argument("--snr", type=float, help="signal-to-noise ratio in dB for --noise (default 10)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the added noise")
+    e.add_argument("--confusion", metavar="FILE.png", help="draw the confusion matrix (single-label windows, most probable label)")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a model (needs the 'train' extra)")

@@ -149,24 +149,100 @@ class SetResult:
     truth: np.ndarray
 
 
-def evaluate_set(det, source: str, *, hop_seconds: float = 1.0, thresholds: np.ndarray | None = None, quiet_dbfs: float | None = None) -> SetResult:
+NOISES = ("white", "pink", "brown", "babble")
+
+
+def add_noise(x: np.ndarray, groups: np.ndarray, *, kind: str, snr_db: float, seed: int = 0) -> np.ndarray:
+    """Windows x [n, samples] with noise at ``snr_db`` dB below each window's RMS.
+
+    ``kind``: white / pink / brown (coloured Gaussian noise) or babble: the sum of four windows
+    drawn from other files of the same set (``groups`` [n] says which file each window is from).
+    Deterministic from ``seed``.
+    """
+    from neuroear.data import coloured_noise
+
+    if kind not in NOISES:
+        raise ValueError(f"noise must be one of {NOISES}")
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(x)
+    for i, w in enumerate(x):
+        if kind == "babble":
+            others = np.flatnonzero(groups != groups[i])
+            pick = rng.choice(others if others.size else np.arange(len(x)), size=4)
+            n = x[pick].sum(0)
+            n = n / (np.sqrt(np.mean(n**2)) + 1e-9)
+        else:
+            n = coloured_noise(w.size, rng, kind)
+        rms = np.sqrt(np.mean(w.astype(np.float64) ** 2))
+        out[i] = np.clip(w + n * rms * 10 ** (-snr_db / 20), -1.0, 1.0)
+    return out
+
+
+def confusion(y_true: np.ndarray, probs: np.ndarray, n_labels: int) -> np.ndarray:
+    """Counts [true label, most probable label] over single-label windows."""
+    t = np.asarray(y_true).astype(bool)
+    single = t.sum(1) == 1
+    cm = np.zeros((n_labels, n_labels), dtype=int)
+    np.add.at(cm, (t[single].argmax(1), np.asarray(probs)[single].argmax(1)), 1)
+    return cm
+
+
+def plot_confusion(cm: np.ndarray, labels, out, *, title: str = ""):
+    """Confusion matrix PNG, rows normalised to the share of each true label's windows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = cm.sum(1, keepdims=True)
+    keep = np.flatnonzero(rows[:, 0] > 0)
+    share = cm[keep] / rows[keep]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(labels), 1.2 + 0.45 * len(keep)), dpi=110)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(keep)), [labels[k] for k in keep])
+    for r, k in enumerate(keep):
+        for c in range(len(labels)):
+            if cm[k, c]:
+                ax.text(c, r, str(cm[k, c]), ha="center", va="center", fontsize=7, color="white" if share[r, c] > 0.5 else "black")
+    ax.set_xlabel("most probable label")
+    ax.set_ylabel("true label")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true label's windows")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def evaluate_set(
+    det,
+    source: str,
+    *,
+    hop_seconds: float = 1.0,
+    thresholds: np.ndarray | None = None,
+    quiet_dbfs: float | None = None,
+    noise: str | None = None,
+    snr_db: float = 10.0,
+    seed: int = 0,
+) -> SetResult:
     """Score a Detector on a folder (subfolder = label), a CSV manifest (file,label) or a
     render manifest (``manifest.jsonl`` from ``neuroear render``).
 
     Every window of a file carries the file's label; in a render manifest only windows where
     the notes sound for at least ``data.MIN_ACTIVE_SECONDS`` do. Windows quieter than ``quiet_dbfs``
-    (default ``audio.SILENCE_DBFS``) are counted apart. Unreadable files are listed in
+    (default ``audio.SILENCE_DBFS``, measured before any noise is added) are counted apart.
+    ``noise`` adds noise at ``snr_db`` (see ``add_noise``). Unreadable files are listed in
     ``failed`` and skipped.
     """
     from neuroear import audio
-    from neuroear.analyze import analyze_file
     from neuroear.data import MIN_ACTIVE_SECONDS, read_labelled
     from neuroear.errors import NeuroEarError
 
     quiet = audio.SILENCE_DBFS if quiet_dbfs is None else quiet_dbfs
     thr = det.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
     index = {lab: i for i, lab in enumerate(det.labels)}
-    probs, truth, failed, unknown = [], [], [], {}
+    windows, truth, groups, failed, unknown = [], [], [], [], {}
     n_quiet = files = 0
     notes: dict[str, list] = {}
     if str(source).endswith(".jsonl"):
@@ -179,29 +255,39 @@ def evaluate_set(det, source: str, *, hop_seconds: float = 1.0, thresholds: np.n
         notes = {str(root / e["file"]): e["notes"] for e in entries}
     else:
         pairs = read_labelled(source)
+    hop = audio.hop_samples(hop_seconds, sample_rate=det.sample_rate)
     for path, label in pairs:
         try:
-            rows = list(analyze_file(det, path, hop_seconds=hop_seconds, thresholds=thr))
+            x = audio.load(path, sample_rate=det.sample_rate)
         except NeuroEarError as exc:
             failed.append(str(exc))
             continue
+        if x.size == 0:
+            failed.append(f"{path}: no audio samples (0 frames)")
+            continue
         files += 1
+        starts, w = audio.windows(x, hop=hop, window=det.window_samples)
         if label not in index:
-            unknown[label] = unknown.get(label, 0) + len(rows)
-        for r in rows:
-            if r.level_dbfs < quiet:
+            unknown[label] = unknown.get(label, 0) + len(w)
+        for start, win, level in zip(starts / det.sample_rate, w, audio.dbfs(w)):
+            if level < quiet:
                 n_quiet += 1
                 continue
             t = np.zeros(len(det.labels), dtype=bool)
             sounding = True
             if str(path) in notes:
-                overlap = sum(max(0.0, min(off, r.end) - max(on, r.start)) for on, off in notes[str(path)])
+                end = min(start + det.window_samples / det.sample_rate, x.size / det.sample_rate)
+                overlap = sum(max(0.0, min(off, end) - max(on, start)) for on, off in notes[str(path)])
                 sounding = overlap >= MIN_ACTIVE_SECONDS
             if label in index and sounding:
                 t[index[label]] = True
-            probs.append(r.probs)
+            windows.append(win)
             truth.append(t)
-    if not probs:
+            groups.append(files)
+    if not windows:
         raise NeuroEarError(f"{source}: no scorable windows ({len(failed)} files failed, {n_quiet} windows too quiet)")
-    P, T = np.stack(probs), np.stack(truth)
+    X, T = np.stack(windows), np.stack(truth)
+    if noise:
+        X = add_noise(X, np.array(groups), kind=noise, snr_db=snr_db, seed=seed)
+    P = det.predict(X)
     return SetResult(report(T, P >= thr[None, :], det.labels), top1(T, P), len(P), files, n_quiet, failed, unknown, P, T)

@@ -147,6 +147,14 @@ def test_evaluate_on_folder(tmp_path):
     assert {"macro", "micro", "weighted"} <= set(out["table"])
     r = run_cli("evaluate", str(tmp_path))
     assert "precision" in r.stdout and "below -45 dBFS" in r.stdout
+    png = tmp_path / "cm.png"
+    r = run_cli("evaluate", str(tmp_path), "--json", "--noise", "pink", "--snr", "0", "--confusion", str(png))
+    noisy = json.loads(r.stdout)
+    assert noisy["condition"] == "pink noise at 0 dB SNR (seed 0)" and noisy["windows"] == 4
+    assert sum(map(sum, noisy["confusion"]["counts"])) == 4
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    r = run_cli("evaluate", str(tmp_path), "--snr", "3")
+    assert r.returncode == 1 and "--noise" in r.stderr
 
 
 def test_env_model_lookup(clip, tmp_path):

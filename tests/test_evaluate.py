@@ -50,3 +50,36 @@ def test_format_table_has_every_row():
     for name in ("a", "b", "c", "micro", "macro", "weighted"):
         assert any(line.startswith(name) for line in text.splitlines())
     assert "1.000" in text
+
+
+@pytest.mark.parametrize("kind", ["white", "pink", "brown", "babble"])
+@pytest.mark.parametrize("snr", [20.0, 0.0])
+def test_add_noise_hits_the_snr_and_is_deterministic(kind, snr):
+    rng = np.random.default_rng(1)
+    t = np.arange(16000) / 16000
+    x = np.stack([0.1 * np.sin(2 * np.pi * f * t) for f in (220, 330, 440, 550)]).astype(np.float32)
+    x += 0.001 * rng.standard_normal(x.shape).astype(np.float32)
+    groups = np.array([0, 0, 1, 2])
+    y = E.add_noise(x, groups, kind=kind, snr_db=snr, seed=5)
+    noise = y - x
+    got = 10 * np.log10(np.mean(x**2, axis=1) / np.mean(noise**2, axis=1))
+    assert np.allclose(got, snr, atol=0.5)
+    assert np.array_equal(y, E.add_noise(x, groups, kind=kind, snr_db=snr, seed=5))
+    assert not np.array_equal(y, E.add_noise(x, groups, kind=kind, snr_db=snr, seed=6))
+
+
+def test_babble_comes_from_other_files():
+    x = np.zeros((3, 1000), np.float32)
+    x[0, :] = 0.1  # file 0 is DC, files 1 and 2 are silence-free tones
+    x[1] = 0.1 * np.sin(np.arange(1000))
+    x[2] = 0.1 * np.sin(np.arange(1000) * 0.5)
+    y = E.add_noise(x, np.array([0, 1, 2]), kind="babble", snr_db=0.0, seed=0)
+    # window 0's babble holds no DC from itself: its added part has (almost) zero mean
+    assert abs((y[0] - x[0]).mean()) < 0.02
+
+
+def test_confusion_counts_single_label_windows():
+    t = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    p = np.array([[0.9, 0.1, 0], [0.1, 0.8, 0], [0, 0.9, 0.1], [0.5, 0.5, 0]])
+    cm = E.confusion(t, p, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
