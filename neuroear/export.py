@@ -133,7 +133,10 @@ def load_checkpoint(path: Path) -> tuple[Detector, dict]:
     net = dict(ck["net"])
     net["channels"] = tuple(net["channels"])
     det = Detector(tuple(ck["labels"]), CQTConfig(**ck["cqt"]), NetConfig(**net))
-    det.load_state_dict(ck["state_dict"])
+    missing, unexpected = det.load_state_dict(ck["state_dict"], strict=False)
+    # checkpoints from before the matrix-product front end lack its derived filter matrix
+    if unexpected or any(not k.endswith("lowpass_gemm") for k in missing):
+        raise NeuroEarError(f"{path}: checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
     det.eval()
     return det, ck
 
