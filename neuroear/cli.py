@@ -292,12 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=cmd_render)
 
-    try:
-        from neuroear import live_cli
-    except ImportError:
-        live_cli = None
-    if live_cli is not None:
-        live_cli.register(sub)
+    from neuroear import bench_cli, live_cli
+
+    live_cli.register(sub)
+    bench_cli.register(sub)
     return p
 
 

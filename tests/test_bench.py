@@ -1,0 +1,149 @@
+"""`neuroear bench`: a smoke run of the benchmark scripts with tiny repeat counts.
+
+Checks that the scripts run end to end through the ``bench`` subcommand and that the result JSON has
+its fields. No timing assertions: speed targets live in ``benchmarks/``, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from neuroear import bench_cli
+from neuroear.errors import NeuroEarError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = "per_hop,throughput,analyze,profile,optim,live,startup,memory"
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="neuroear")
+    sub = ap.add_subparsers(dest="command", required=True)
+    bench_cli.register(sub)
+    return ap
+
+
+def _bench(tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "result.json"
+    md = tmp_path / "result.md"
+    args = _parser().parse_args(["bench", "--quick", "--no-mic", "--out", str(out), "--markdown", str(md), "--long-seconds", "12", *extra])
+    assert args.func is bench_cli.cmd_bench
+    rc = args.func(args)
+    assert out.is_file(), "the benchmark wrote no result file"
+    data = json.loads(out.read_text())
+    assert rc == 0, data.get("errors")
+    assert md.read_text().count("|") > 10
+    return data
+
+
+def _stats(d: dict) -> None:
+    for k in ("n", "p50_ms", "p95_ms", "p99_ms"):
+        assert k in d, d
+    assert d["n"] > 0
+
+
+def test_register_and_argv() -> None:
+    args = _parser().parse_args(["bench", "--quick", "--sections", "per_hop", "--no-mic", "--long-seconds", "60"])
+    assert bench_cli.runner_argv(args) == ["--quick", "--sections", "per_hop", "--long-seconds", "60.0", "--no-mic"]
+    assert bench_cli.find_runner() == ROOT / "benchmarks" / "run.py"
+
+
+def test_missing_checkout_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_cli, "RUNNER", Path("benchmarks") / "no-such-runner.py")
+    monkeypatch.delenv("NEUROEAR_REPO", raising=False)
+    with pytest.raises(NeuroEarError) as e:
+        bench_cli.find_runner()
+    msg = str(e.value)
+    assert "\n" not in msg and "source checkout" in msg
+
+
+def test_quick_run_writes_all_fields(tmp_path: Path) -> None:
+    r = _bench(tmp_path, "--sections", FAST)
+    m = r["machine"]
+    for k in ("cpu_model", "usable_cpus", "logical_cpus", "versions", "git_commit", "ort_available_providers", "cuda", "date_utc"):
+        assert k in m, k
+    assert "CPUExecutionProvider" in m["ort_available_providers"]
+    assert r["model"]["bytes"] > 0 and len(r["model"]["sha256"]) == 64
+    s = r["sections"]
+    assert set(FAST.split(",")) <= set(s), r["errors"]
+
+    assert s["per_hop"]["provider"] == "CPUExecutionProvider"
+    for t in (1, 2):
+        _stats(s["per_hop"][f"threads_{t}"])
+        for b in (1, 8, 64):
+            assert s["throughput"][f"threads_{t}_batch_{b}"]["x_realtime"] > 0
+            assert s["analyze"][f"threads_{t}_batch_{b}"]["x_realtime"] > 0
+    prof = s["profile"]
+    assert prof["ort"]["batch_1"]["by_op_share"] and prof["ort"]["batch_1"]["by_region_share"]
+    assert set(prof["analyze_stages"]["seconds"]) >= {"decode", "resample", "predict", "json"}
+    assert "Detector.predict (shipped)" in s["optim"]["threads_1"]
+
+    for key in ("file_fast_44k", "file_realtime_44k", "file_realtime_16k"):
+        run = s["live"][key]
+        assert run["hops"] > 0 and run["lines"] == run["hops"]
+        for stage in ("capture", "window", "cut", "infer", "policy", "emit", "total"):
+            _stats(run["stages"][stage])
+    assert "resample" in s["live"]["file_realtime_44k"]["stages"]
+    assert "resample" not in s["live"]["file_realtime_16k"]["stages"]
+
+    for cmd in ("analyze", "listen"):
+        assert s["startup"][cmd]["ok"], s["startup"][cmd]
+        assert s["startup"][cmd]["imports"]["torch_imported"] is False  # the runtime never imports torch
+        assert s["memory"][cmd]["short"]["peak_rss_mb"] > 0 and s["memory"][cmd]["long"]["peak_rss_mb"] > 0
+    for k in ("per_hop_p50_ms", "file_x_realtime", "line_latency_p99_ms", "listen_rss_mb", "model_mb", "analyze_growth_mb"):
+        assert set(r["targets"][k]) >= {"value", "limit", "met"}
+
+
+def _has(*mods: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in mods)
+
+
+@pytest.mark.skipif(not _has("torch", "nnAudio", "librosa"), reason="needs the 'train' and 'bench' extras (torch, nnAudio, librosa)")
+def test_quick_compare_with_seed_style(tmp_path: Path) -> None:
+    r = _bench(tmp_path, "--sections", "compare")
+    c = r["sections"]["compare"]
+    for k in ("ours", "seed_style", "torch_eager"):
+        assert c["file"][k]["x_realtime"] > 0
+        _stats(c["per_hop"][k if k != "ours" else "ours_ort_threads1"])
+    assert 13.0e6 < c["params"]["seed_style"] < 14.0e6  # the seed's CNN: ≈ 13.5 M parameters
+    assert c["file_ratio_seed_over_ours"] > 0 and c["ort_provider"] == "CPUExecutionProvider"
+
+
+@pytest.mark.skipif(not _has("torch"), reason="needs torch")
+def test_seed_cnn_shape() -> None:
+    spec = importlib.util.spec_from_file_location("bench_seed", ROOT / "benchmarks" / "seed.py")
+    seed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed)
+    import torch
+
+    net = seed.build_seed_cnn()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.kernel_size == (3, 3) for m in convs) and len(convs) == 11
+    assert [m.out_channels for m in convs] == [16, 32, 32, 64, 64, 128, 128, 256, 256, 1024, 1024]
+    with torch.inference_mode():
+        y = net(torch.zeros(2, 1, seed.SEED_BINS, 1 + seed.SEED_RATE // seed.SEED_HOP))
+    assert tuple(y.shape) == (2, 10)
+    assert sys.modules.get("neuroear.bench_cli") is not None
+
+
+@pytest.mark.skipif(not _has("torch", "nnAudio"), reason="needs the 'train' extra (torch, nnAudio)")
+def test_gemm_decimation_matches_nnaudio() -> None:
+    """The experiment in benchmarks/frontend_gemm.py computes nnAudio's decimation exactly (any length)."""
+    spec = importlib.util.spec_from_file_location("bench_frontend_gemm", ROOT / "benchmarks" / "frontend_gemm.py")
+    fg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fg)
+    import torch
+    from nnAudio.utils import downsampling_by_2
+
+    g = torch.Generator().manual_seed(0)
+    kernel = torch.randn(1, 1, 256, generator=g)
+    for n in (16000, 8000, 1000, 250, 125):
+        x = torch.randn(3, 1, n, generator=g)
+        a, b = downsampling_by_2(x, kernel), fg.downsampling_by_2_gemm(x, kernel)
+        assert a.shape == b.shape
+        assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
