@@ -22,7 +22,7 @@ from neuroear import audio
 from neuroear.errors import NeuroEarError
 from neuroear.infer import Detector
 
-BATCH = 64  # windows per ONNX Runtime call
+BATCH = 16  # windows per ONNX Runtime call: 64 grew peak RSS by ~30 MB for ~0-15 % speed (benchmarks/README.md)
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,24 @@ def analyze_file(
         if not pairs:
             return
         x = np.stack([w for _, w in pairs])
-        probs = det.predict(x)
+        probs = det.predict(x, batch=BATCH)
         levels = audio.dbfs(x)
         for (start, _), p, lv in zip(pairs, probs, levels):
             act = tuple(lab for lab, pi, ti in zip(det.labels, p, thr) if pi >= ti)
             end = min(start + det.window_samples, total) if total else start + det.window_samples
             yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, act, float(lv))
 
-    for block in audio.stream(path, sample_rate=det.sample_rate):
-        pending += fr.push(block)
-        if len(pending) >= BATCH:
-            yield from flush(pending, 0)
-            pending = []
+    try:
+        for block in audio.stream(path, sample_rate=det.sample_rate):
+            pending += fr.push(block)
+            if len(pending) >= BATCH:
+                yield from flush(pending, 0)
+                pending = []
+    except NeuroEarError:
+        # decoding broke off part-way: score what was decoded (as if the file ended there), then report
+        if fr.total:
+            yield from flush(pending + fr.finish(), fr.total)
+        raise
     total = fr.total
     if total == 0:
         raise NeuroEarError(f"{src}: no audio samples (0 frames)")

@@ -71,6 +71,8 @@ def check_readable(path: str | os.PathLike[str]) -> Path:
         raise NeuroEarError(f"{p}: no such file or directory")
     if p.is_dir():
         raise NeuroEarError(f"{p}: is a directory, not an audio file")
+    if not p.is_file():  # a FIFO would block the decoder forever; a device or socket is no file either
+        raise NeuroEarError(f"{p}: not a regular file (a pipe, device or socket); save the audio to a file first")
     if not os.access(p, os.R_OK):
         raise NeuroEarError(f"{p}: permission denied")
     if p.stat().st_size == 0:
@@ -104,6 +106,80 @@ def info(path: str | os.PathLike[str]) -> AudioInfo:
         raise _open_error(p, exc) from None
 
 
+def _declared_shortfall(f) -> float:
+    """Seconds of audio a WAV/AIFF header promises beyond what the file holds (0 if none or unknown).
+
+    libsndfile reads a file cut short mid-data without complaint (it trusts the file length); its
+    log (``extra_info``) keeps the header's claim: ``data : 64000 (should be 21348)``.
+    """
+    import re
+
+    try:
+        log = f.extra_info
+    except Exception:
+        return 0.0
+    m = re.search(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.MULTILINE)
+    if not m:
+        return 0.0
+    declared, actual = int(m.group(1)), int(m.group(2))
+    if declared in (0, 0xFFFFFFFF, 0x7FFFFFFF) or declared <= actual:  # streamed WAVs leave these placeholders
+        return 0.0
+    bytes_per_second = max(1, f.samplerate * f.channels * _BYTES_PER_SAMPLE.get(f.subtype, 2))
+    return (declared - actual) / bytes_per_second
+
+
+_BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8, "ULAW": 1, "ALAW": 1}
+RESYNC_STEP_SECONDS = 0.5  # s: after undecodable data, try to resume decoding every this much further on
+SALVAGE_FRAMES = 1024  # frames per read while recovering the audio just before undecodable data
+
+
+def _first_line(exc: Exception) -> str:
+    """libsndfile's message, one line, without its "Error : " prefix and final full stop."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return line.removeprefix("Error : ").rstrip(".")
+
+
+def _recover(p: Path, rate: int, frames: int, pos: int, block: int):
+    """After a read error in the block starting at frame ``pos``: what can still be decoded.
+
+    Returns (frames decoded before the bad spot [n, channels], resume frame or None, an open
+    SoundFile positioned at the resume frame or None). libsndfile cannot read on after an error
+    (FLAC "lost sync"), but a fresh handle seeks past the damage.
+    """
+    import soundfile as sf
+
+    good: list[np.ndarray] = []
+    q = pos
+    try:
+        with sf.SoundFile(str(p)) as g:
+            g.seek(pos)
+            while q < pos + block:
+                chunk = g.read(SALVAGE_FRAMES, dtype="float32", always_2d=True)
+                if chunk.shape[0]:
+                    good.append(chunk)
+                q += chunk.shape[0]
+                if chunk.shape[0] < SALVAGE_FRAMES:
+                    break
+    except Exception:
+        pass
+    before = np.concatenate(good) if good else np.zeros((0, 1), dtype=np.float32)
+    step = max(1, int(RESYNC_STEP_SECONDS * rate))
+    r = q + step
+    while frames and r < frames:
+        h = None
+        try:
+            h = sf.SoundFile(str(p))
+            h.seek(r)
+            h.read(1, dtype="float32", always_2d=True)  # decodes the frame holding r: proves we are past the damage
+            h.seek(r)
+            return before, r, h
+        except Exception:
+            if h is not None:
+                h.close()
+            r += step
+    return before, None, None
+
+
 def stream(
     path: str | os.PathLike[str],
     *,
@@ -112,9 +188,11 @@ def stream(
 ) -> Iterator[np.ndarray]:
     """Decode ``path`` block by block as mono float32 at ``sample_rate`` (Hz).
 
-    Memory stays flat for any file length. Non-finite samples become 0 (with one warning).
-    Raises NeuroEarError on a file that cannot be opened or is cut short mid-stream; blocks
-    already yielded stay valid.
+    Memory stays flat for any file length. Damaged files give what can be decoded, with one
+    warning each: non-finite samples become 0; a WAV cut short mid-data is read to its end; an
+    undecodable stretch (a corrupt FLAC frame) becomes silence of the same length and decoding
+    resumes after it. Raises NeuroEarError on a file that cannot be opened, or whose rest cannot
+    be decoded (after yielding every block decoded before the damage).
     """
     import soundfile as sf
     import soxr
@@ -124,21 +202,55 @@ def stream(
         f = sf.SoundFile(str(p))
     except Exception as exc:
         raise _open_error(p, exc) from None
-    with f:
+    try:
         rate = int(f.samplerate)
         if rate <= 0:
             raise NeuroEarError(f"{p}: invalid sample rate {rate}")
+        frames = int(f.frames) if f.seekable() else 0
+        missing = _declared_shortfall(f)
+        if missing > 0:
+            warnings.warn(
+                f"{p}: file is cut short: its header promises {missing:.2f} s more than it holds "
+                f"(truncated copy or download?); analysing the {frames / rate:.2f} s present",
+                stacklevel=2,
+            )
         resampler = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
         block = max(1, int(block_seconds * rate))
         n_bad = 0
+        pos = 0  # frames read so far, at the file's rate
         while True:
+            gap = 0
             try:
                 raw = f.read(block, dtype="float32", always_2d=True)
             except Exception as exc:
-                raise NeuroEarError(f"{p}: decoding failed part-way ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-            last = raw.shape[0] < block
+                reason = _first_line(exc)
+                f.close()
+                raw, resume, fresh = _recover(p, rate, frames, pos, block)
+                if resume is None:
+                    if raw.shape[0]:
+                        mono, bad = sanitize(to_mono(raw))
+                        n_bad += bad
+                        out = resampler.resample_chunk(mono, last=True) if resampler is not None else mono
+                        if out.size:
+                            yield np.asarray(out, dtype=np.float32)
+                    at = (pos + raw.shape[0]) / rate
+                    raise NeuroEarError(
+                        f"{p}: cannot decode past {at:.2f} s of {frames / rate:.2f} s ({reason}): the file is cut "
+                        f"short or corrupt from there on; the audio before it was analysed"
+                    ) from None
+                f = fresh
+                gap = resume - pos - raw.shape[0]
+                warnings.warn(
+                    f"{p}: {gap / rate:.2f} s of undecodable data at {(pos + raw.shape[0]) / rate:.2f} s ({reason}) "
+                    f"replaced by silence",
+                    stacklevel=2,
+                )
+            last = raw.shape[0] < block and not gap
             mono, bad = sanitize(to_mono(raw))
             n_bad += bad
+            if gap:
+                mono = np.concatenate([mono, np.zeros(gap, dtype=np.float32)])
+            pos += raw.shape[0] + gap
             out = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
             if out.size:
                 yield np.asarray(out, dtype=np.float32)
@@ -146,10 +258,16 @@ def stream(
                 break
         if n_bad:
             warnings.warn(f"{p}: {n_bad} NaN/Inf samples replaced by silence", stacklevel=2)
+    finally:
+        f.close()
 
 
 def load(path: str | os.PathLike[str], *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode a whole file: mono float32 [samples] at ``sample_rate`` (Hz) in [-1, 1]."""
+    """Decode a whole file: mono float32 [samples] at ``sample_rate`` (Hz) in [-1, 1].
+
+    (Resampling full-scale audio can overshoot ±1 slightly, as any band-limited resampler does;
+    ``Detector.predict`` clips what the model sees.)
+    """
     blocks = list(stream(path, sample_rate=sample_rate))
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 

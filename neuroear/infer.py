@@ -20,6 +20,7 @@ from neuroear.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
 DEFAULT_MODEL_NAME = "neuroear-v1.onnx"
 MODEL_ENV = "NEUROEAR_MODEL"
 DEFAULT_BATCH = 64  # windows per ORT call in file analysis
+FIX_HINT = "use a model file made by `neuroear export` (--model PATH or $NEUROEAR_MODEL), or drop both to use the shipped one"
 
 
 def default_model_path() -> Path:
@@ -65,13 +66,17 @@ class Detector:
         self.path = find_model(model)
         src = str(self.path)
         if self.path.stat().st_size == 0:
-            raise NeuroEarError(f"{src}: model file is empty; re-export it with `neuroear export`")
+            raise NeuroEarError(f"{src}: model file is empty (0 bytes); {FIX_HINT}")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # ORT's warnings about unused initialisers etc. are not for users
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        if threads != 1:
+            # Spinning worker threads burn a core between hops and, on a shared machine, made
+            # 2-thread inference slower (p50 7.3 → 3.0 ms, benchmarks/README.md).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         if provider == "auto":
             wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -89,13 +94,14 @@ class Detector:
             self.session = ort.InferenceSession(src, sess_options=opts, providers=wanted)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise NeuroEarError(f"{src}: not a loadable ONNX model ({first[:200]})") from None
+            raise NeuroEarError(f"{src}: not a loadable ONNX model ({first[:200]}); truncated or not ONNX? {FIX_HINT}") from None
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
-            raise NeuroEarError(f"{src}: ONNX model has no '{METADATA_KEY}' metadata, so it is not a Neuro-Ear model")
+            raise NeuroEarError(f"{src}: ONNX model has no '{METADATA_KEY}' metadata, so it is not a Neuro-Ear model; {FIX_HINT}")
         self.card = ModelCard.from_json(meta[METADATA_KEY], source=src)
         self._check_graph(src)
+        self._probe(src)
         self.labels: tuple[str, ...] = self.card.labels
         self.sample_rate: int = self.card.sample_rate
         self.window_samples: int = self.card.window_samples
@@ -103,20 +109,38 @@ class Detector:
 
     def _check_graph(self, src: str) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
-        if len(ins) != 1 or ins[0].name != INPUT_NAME or len(ins[0].shape) != 2:
-            got = [(i.name, i.shape) for i in ins]
-            raise NeuroEarError(f"{src}: expected one input '{INPUT_NAME}' [batch, samples], found {got}")
+        if len(ins) != 1 or ins[0].name != INPUT_NAME or len(ins[0].shape) != 2 or ins[0].type != "tensor(float)":
+            got = [(i.name, i.type, i.shape) for i in ins]
+            raise NeuroEarError(f"{src}: expected one float input '{INPUT_NAME}' [batch, samples], found {got}; {FIX_HINT}")
         if len(outs) != 1 or outs[0].name != OUTPUT_NAME or len(outs[0].shape) != 2:
             got = [(o.name, o.shape) for o in outs]
-            raise NeuroEarError(f"{src}: expected one output '{OUTPUT_NAME}' [batch, labels], found {got}")
+            raise NeuroEarError(f"{src}: expected one output '{OUTPUT_NAME}' [batch, labels], found {got}; {FIX_HINT}")
         n_in, n_out = ins[0].shape[1], outs[0].shape[1]
         if isinstance(n_in, int) and n_in != self.card.window_samples:
             raise NeuroEarError(
-                f"{src}: graph takes windows of {n_in} samples but its metadata says {self.card.window_samples}"
+                f"{src}: graph takes windows of {n_in} samples but its metadata says {self.card.window_samples}; "
+                "the metadata does not belong to this graph: re-export the model with `neuroear export`"
             )
         if isinstance(n_out, int) and n_out != len(self.card.labels):
             raise NeuroEarError(
-                f"{src}: graph gives {n_out} outputs but its metadata lists {len(self.card.labels)} labels"
+                f"{src}: graph gives {n_out} outputs but its metadata lists {len(self.card.labels)} labels; "
+                "the metadata does not belong to this graph: re-export the model with `neuroear export`"
+            )
+
+    def _probe(self, src: str) -> None:
+        """Run one silent window: catches graphs whose symbolic shapes hide a mismatch."""
+        x = np.zeros((1, self.card.window_samples), dtype=np.float32)
+        try:
+            y = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NeuroEarError(
+                f"{src}: model fails on a {self.card.window_samples}-sample window ({first[:200]}); {FIX_HINT}"
+            ) from None
+        if getattr(y, "shape", None) != (1, len(self.card.labels)):
+            raise NeuroEarError(
+                f"{src}: model gives probabilities of shape {list(getattr(y, 'shape', []))} for one window, but its "
+                f"metadata lists {len(self.card.labels)} labels: re-export the model with `neuroear export`"
             )
 
     @property

@@ -44,6 +44,9 @@ LATENCY_KEEP = 100_000  # hops of latency samples kept for the final summary (~2
 RECENT_KEEP = 240  # hops behind the dashboard's live percentiles (1 min at 0.25 s)
 EXAMPLE_NAMES = ("example.ogg", "example.flac", "example.wav")
 PA_INPUT_OVERFLOW = 0x2  # paInputOverflow in a PortAudio callback's status flags
+DEFAULT_RECONNECT_SECONDS = 60.0  # s: how long a lost device is retried before listening ends
+RECONNECT_FIRST_SECONDS = 0.5  # s: first wait before reopening a lost device; doubles per failed try
+RECONNECT_MAX_BACKOFF_SECONDS = 5.0  # s: longest wait between tries
 
 
 # ----------------------------------------------------------------------------- sources
@@ -121,7 +124,10 @@ class FileSource:
         try:
             raw = self._file.read(self.block, dtype="float32", always_2d=True)
         except Exception as exc:
-            raise NeuroEarError(f"{self.path}: decoding failed part-way ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            raise NeuroEarError(
+                f"{self.path}: cannot decode past {self._frames / self.rate:.2f} s ({audio._first_line(exc)}): the file is cut "
+                "short or corrupt there; the lines above are complete (`neuroear analyze` skips damaged stretches)"
+            ) from None
         if raw.shape[0] < self.block:
             self._eof = True
         return raw if raw.shape[0] else None
@@ -276,8 +282,16 @@ class DeviceSource:
     """Capture from a PortAudio input device with PyAudio in callback mode.
 
     Opens the device at its own default rate (or ``rate``) with ``channels`` channels (default:
-    up to 2 of what it offers); the loop downmixes and resamples. The callback copies the block
-    and enqueues it, nothing else; overflow flags are counted.
+    up to 2 of what it offers); the loop downmixes and resamples. A device that refuses the rate
+    asked for (or is held by another program at its own rate) is opened at its default rate, then
+    48 and 44.1 kHz: the loop resamples whatever it gets. The callback copies the block and
+    enqueues it, nothing else; overflow flags are counted.
+
+    A device that stops (unplugged, removed from the sound server) is noticed within a read
+    timeout and reopened with exponential backoff (0.5 s doubling to 5 s) for up to ``reconnect``
+    seconds, at the same rate and channels; then ``read()`` returns None and ``lost`` is True.
+    Stream time pauses while the device is gone (no audio is invented). ``notices`` collects
+    one-line messages for people (the caller drains it).
     """
 
     def __init__(
@@ -287,9 +301,11 @@ class DeviceSource:
         rate: int | None = None,
         channels: int | None = None,
         block: int = DEFAULT_BLOCK_FRAMES,
+        reconnect: float = DEFAULT_RECONNECT_SECONDS,
     ) -> None:
         if block <= 0:
             raise NeuroEarError(f"block size must be a positive number of frames, got {block}")
+        self._spec = device
         self._pa = _open_pa()
         try:
             with _quiet_stderr():
@@ -307,6 +323,14 @@ class DeviceSource:
         self.block = int(block)
         self.live = True
         self.latency = 0.0  # s, PortAudio's input latency once open
+        self.reconnect = float(reconnect)
+        self.reconnects = 0  # times the device came back after being lost
+        self.lost = False  # True once the device is gone for good (read() returns None)
+        self.resumed_at = 0.0  # monotonic s of the last reconnection
+        self.notices: list[str] = []  # one-line messages for people, drained by the caller
+        self._lost_since: float | None = None
+        self._backoff = RECONNECT_FIRST_SECONDS
+        self._next_try = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=max(4, int(QUEUE_SECONDS * self.rate / self.block)))
         self._flag_overflows = 0
         self._lost_frames = 0  # written by the callback thread only
@@ -319,6 +343,11 @@ class DeviceSource:
         """Input overflows flagged by PortAudio plus blocks our queue had to drop."""
         return self._flag_overflows + self._lost_blocks
 
+    @property
+    def missing(self) -> bool:
+        """True while the device is gone (being reconnected, or given up on)."""
+        return self._lost_since is not None or self.lost
+
     def _callback(self, in_data, frame_count, time_info, status):  # PortAudio's thread: copy, enqueue, return
         t = time.monotonic()
         if status & PA_INPUT_OVERFLOW:
@@ -330,25 +359,46 @@ class DeviceSource:
             self._lost_blocks += 1
         return (None, 0)  # paContinue
 
-    def start(self) -> None:
+    def _open(self, rate: int):
         pyaudio = _pyaudio()
-        try:
-            with _quiet_stderr():
-                self._stream = self._pa.open(
-                    format=pyaudio.paFloat32,
-                    channels=self.channels,
-                    rate=self.rate,
-                    input=True,
-                    input_device_index=self.info.index,
-                    frames_per_buffer=self.block,
-                    stream_callback=self._callback,
-                )
-        except (OSError, ValueError) as exc:
+        with _quiet_stderr():
+            return self._pa.open(
+                format=pyaudio.paFloat32,
+                channels=self.channels,
+                rate=rate,
+                input=True,
+                input_device_index=self.info.index,
+                frames_per_buffer=self.block,
+                stream_callback=self._callback,
+            )
+
+    def start(self) -> None:
+        asked = self.rate
+        rates = list(dict.fromkeys([asked, self.info.rate, 48000, 44100]))
+        errors = []
+        for r in rates:
+            try:
+                self._stream = self._open(r)
+            except (OSError, ValueError) as exc:
+                errors.append(f"{r} Hz: {exc}")
+                continue
+            self.rate = r
+            break
+        if self._stream is None:
             self._pa.terminate()
+            self._pa = None
+            busy = any("unavailable" in e.lower() or "busy" in e.lower() for e in errors)
             raise NeuroEarError(
-                f"cannot open input device {self.info.index} ({self.name}) at {self.rate} Hz with {self.channels} "
-                f"channel(s): {exc}; try --rate 48000 or 44100, or --channels 1"
-            ) from None
+                f"cannot open input device {self.info.index} ({self.name}) with {self.channels} channel(s) "
+                f"({'; '.join(errors)})" + ("; it is busy (another program holds it?) or gone" if busy else "")
+                + "; pick another with --device, or try --channels 1"
+            )
+        if self.rate != asked:
+            self._queue = queue.Queue(maxsize=max(4, int(QUEUE_SECONDS * self.rate / self.block)))
+            self.notices.append(
+                f"device {self.name!r} refused {asked} Hz ({errors[0].split(': ', 1)[1]}); "
+                f"recording at {self.rate} Hz and resampling"
+            )
         try:
             self.latency = float(self._stream.get_input_latency())
         except Exception:
@@ -358,7 +408,7 @@ class DeviceSource:
         try:
             items = [self._queue.get(timeout=max(0.0, timeout))]
         except queue.Empty:
-            return []
+            return None if self._watch() else []
         while True:
             try:
                 items.append(self._queue.get_nowait())
@@ -372,15 +422,92 @@ class DeviceSource:
             out.append(Block(x, t, lost))
         return out
 
+    def _watch(self) -> bool:
+        """No audio came: is the stream dead? Reconnect with backoff; True once we give up."""
+        now = time.monotonic()
+        if self.lost:
+            return True
+        if self._lost_since is None:
+            st = self._stream
+            try:
+                alive = st is not None and bool(st.is_active())
+            except Exception:
+                alive = False
+            if alive:
+                return False  # merely quiet (a muted or clockless source): the caller warns about that
+            self._lost_since, self._backoff, self._next_try = now, RECONNECT_FIRST_SECONDS, now + RECONNECT_FIRST_SECONDS
+            if self.reconnect > 0:
+                self.notices.append(f"input device {self.name!r} stopped (unplugged or removed?); reconnecting for up to {self.reconnect:g} s")
+            if not self._release():
+                self.notices.append(f"input device {self.name!r} is stuck in the driver; cannot reconnect")
+                self.lost = True
+                return True
+        gone_for = now - self._lost_since
+        if gone_for >= self.reconnect:
+            self.lost = True
+            return True
+        if now >= self._next_try:
+            if self._reopen():
+                self.reconnects += 1
+                self.resumed_at = time.monotonic()
+                self.notices.append(f"input device {self.name!r} is back after {gone_for:.1f} s (reconnect {self.reconnects}); listening at {self.rate} Hz")
+                self._lost_since = None
+                return False
+            self._backoff = min(self._backoff * 2, RECONNECT_MAX_BACKOFF_SECONDS)
+            self._next_try = now + self._backoff
+        return False
+
+    def _release(self) -> bool:
+        """Close the dead stream and PortAudio (in a thread: a wedged driver must not wedge us)."""
+        stream, pa, self._stream = self._stream, self._pa, None
+
+        def close() -> None:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            with contextlib.suppress(Exception):
+                pa.terminate()
+
+        th = threading.Thread(target=close, name="neuroear-device-release", daemon=True)
+        th.start()
+        th.join(STOP_TIMEOUT_SECONDS)
+        self._pa = None
+        return not th.is_alive()
+
+    def _reopen(self) -> bool:
+        """One reconnection try: a fresh PortAudio (it lists devices only at start), same device, same rate."""
+        try:
+            self._pa = _open_pa()
+            with _quiet_stderr():
+                devices = _device_list(self._pa)
+            info = None
+            for spec in (self.info.name, self._spec):
+                with contextlib.suppress(NeuroEarError):
+                    info = pick_device(devices, spec)
+                    break
+            if info is None or info.channels < self.channels:
+                raise NeuroEarError("device not back yet")
+            self.info = info
+            self._stream = self._open(self.rate)
+            return True
+        except (OSError, ValueError, NeuroEarError):
+            if self._pa is not None:
+                with contextlib.suppress(Exception):
+                    self._pa.terminate()
+                self._pa = None
+            return False
+
     def stop(self) -> bool:
         """Stop and close the stream; False if PortAudio did not return within STOP_TIMEOUT_SECONDS.
 
         A clockless source (a PulseAudio pipe with no writer) spins inside PortAudio and never lets
         go: then the stream is abandoned and the caller should exit without waiting on it.
         """
-        stream, self._stream = self._stream, None
+        stream, pa, self._stream, self._pa = self._stream, self._pa, None, None
         if stream is None:
-            self._pa.terminate()
+            if pa is not None:
+                with contextlib.suppress(Exception):
+                    pa.terminate()
             return True
 
         def close() -> None:
@@ -389,7 +516,8 @@ class DeviceSource:
             with contextlib.suppress(Exception):
                 stream.close()
             with contextlib.suppress(Exception):
-                self._pa.terminate()
+                if pa is not None:
+                    pa.terminate()
 
         th = threading.Thread(target=close, name="neuroear-device-stop", daemon=True)
         th.start()
@@ -442,7 +570,8 @@ class Stats:
     level_dbfs: float = -120.0
     clip_until: float = 0.0
     last_audio: float = field(default_factory=time.monotonic)
-    stopped_by: str = ""  # "end" | "duration" | "signal" | "pipe"
+    stopped_by: str = ""  # "end" | "duration" | "signal" | "pipe" | "device lost"
+    reconnects: int = 0  # times a lost device came back
     clean_stop: bool = True  # False: the device did not stop in time (see DeviceSource.stop)
     lat_capture: deque = field(default_factory=lambda: deque(maxlen=LATENCY_KEEP))
     lat_infer: deque = field(default_factory=lambda: deque(maxlen=LATENCY_KEEP))
@@ -499,6 +628,7 @@ def run(
     """
     if source.live and max_lag is None:
         max_lag = max(hop, int(DEFAULT_MAX_LAG_SECONDS * audio.SAMPLE_RATE))
+    source.start()  # first: a device may fall back to another rate, which the streamer must know
     streamer = Streamer(
         in_rate=source.rate,
         hop=hop,
@@ -527,7 +657,9 @@ def run(
                 stats.stopped_by = stats.stopped_by or "signal"
                 return False
             t0 = time.monotonic()
-            if stale_after is not None and not w.tail and t0 - w.t_capture > stale_after:
+            # a window that straddles a device gap waited for the device, not for us: not stale
+            fresh_from = max(w.t_capture, float(getattr(source, "resumed_at", 0.0)))
+            if stale_after is not None and not w.tail and t0 - fresh_from > stale_after:
                 late_dropped += 1  # went stale while earlier windows of this batch ran
                 stats.dropped = streamer.dropped + late_dropped
                 continue
@@ -546,7 +678,6 @@ def run(
             tick()
         return True
 
-    source.start()
     stats.device_latency = float(getattr(source, "latency", 0.0))
     stats.started = stats.last_audio = time.monotonic()
     clean = True
@@ -554,6 +685,10 @@ def run(
         tick(force=True)
         while not stop.is_set():
             blocks = source.read(tick_seconds)
+            stats.reconnects = int(getattr(source, "reconnects", 0))
+            if blocks is None and getattr(source, "lost", False):  # a device gone for good: no tail to pad
+                stats.stopped_by = stats.stopped_by or "device lost"
+                break
             if blocks is None:  # end of a file
                 ended = True
                 windows = streamer.push([], last=True) + streamer.finish()

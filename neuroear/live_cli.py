@@ -56,6 +56,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--channels", type=int, metavar="N", help="capture channels, downmixed to mono (default: up to 2)")
     p.add_argument("--block", type=int, default=None, metavar="FRAMES", help="frames per capture block / file read (default 1024)")
     p.add_argument("--max-lag", type=float, default=None, metavar="SECONDS", help="drop windows that end more than SECONDS behind the newest audio (default max(hop, 0.5))")
+    p.add_argument("--reconnect", type=float, default=None, metavar="SECONDS", help="if the device goes away, keep trying to reopen it for SECONDS (default 60; 0 = stop at once)")
     p.set_defaults(func=cmd_listen)
 
     d = subparsers.add_parser("devices", help="list audio input devices", description="List the audio input devices PortAudio sees; * marks the default.")
@@ -132,6 +133,8 @@ class Session:
         self.detections = {lab: 0 for lab in self.labels}
         self.onsets = {lab: 0 for lab in self.labels}
         self.message = ""
+        self.message_until = 0.0  # monotonic s: a notice stays on the dashboard until then
+        self.device_missing = lambda: False  # set by cmd_listen for a device source
 
     def on_hop(self, window: Any, probs: np.ndarray, stats: Any) -> bool:
         from neuroear.audio import SAMPLE_RATE
@@ -182,8 +185,10 @@ class Session:
             )
             for lab, p in zip(self.labels, self.probs)
         )
-        message = self.message
-        if self.is_device and stats.silent_for > NO_AUDIO_WARN_SECONDS:
+        message = self.message if time.monotonic() < self.message_until else ""
+        if self.is_device and not message and self.device_missing():
+            message = f"input device gone for {stats.silent_for:.0f} s: reconnecting (--reconnect)"
+        elif self.is_device and stats.silent_for > NO_AUDIO_WARN_SECONDS and not message:
             message = f"no audio from the device for {stats.silent_for:.0f} s (muted, unplugged, or a virtual mic nobody writes to?)"
         return State(
             labels=labels, source=stats.source, rate=stats.rate, channels=stats.channels, model=self.model,
@@ -206,8 +211,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise NeuroEarError(f"--max-lag must be a positive number of seconds, got {args.max_lag:g}")
     if args.threads < 0:
         raise NeuroEarError(f"--threads must be 0 (all cores) or more, got {args.threads}")
-    if (args.input or args.demo) and (args.rate or args.channels):
-        raise NeuroEarError("--rate and --channels apply to devices; a file is read at its own rate and channels")
+    if (args.input or args.demo) and (args.rate or args.channels or args.reconnect is not None):
+        raise NeuroEarError("--rate, --channels and --reconnect apply to devices; a file is read at its own rate and channels")
+    if args.reconnect is not None and not (args.reconnect >= 0):
+        raise NeuroEarError(f"--reconnect must be 0 or more seconds, got {args.reconnect:g}")
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -236,7 +243,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     elif args.input:
         source = live.FileSource(args.input, block=block, realtime=args.realtime)
     else:
-        source = live.DeviceSource(args.device, rate=args.rate, channels=args.channels, block=block)
+        reconnect = live.DEFAULT_RECONNECT_SECONDS if args.reconnect is None else args.reconnect
+        source = live.DeviceSource(args.device, rate=args.rate, channels=args.channels, block=block, reconnect=reconnect)
 
     dashboard_on = not args.no_dashboard and _isatty(sys.stderr)
     stdout_tty = _isatty(sys.stdout)
@@ -248,6 +256,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         source=source.name, model=detector.name, provider=detector.provider, is_device=is_device,
     )
 
+    if is_device:
+        session.device_missing = lambda: source.missing
     stop = threading.Event()
     interrupts = 0
 
@@ -258,11 +268,25 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if interrupts > 2 and signum == signal.SIGINT:  # a third Ctrl-C: the user means it
             raise KeyboardInterrupt
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP: the terminal went away (ssh dropped, window closed): stop cleanly like SIGTERM
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {s: signal.signal(s, on_signal) for s in handled}
     hop = audio.hop_samples(args.hop)
     max_lag = None if args.max_lag is None else int(round(args.max_lag * audio.SAMPLE_RATE))
     warned_silence = False
     stats = None
+
+    def notices(dashboard: bool) -> None:
+        """Messages from the device (rate fallback, lost, back): a stderr line, or the dashboard's notice row."""
+        for text in _drain(source):
+            if dashboard:
+                session.message, session.message_until = text, time.monotonic() + NOTICE_SECONDS
+            else:
+                _say(f"neuroear listen: {text}")
+
+    # without the dashboard stderr is a log or a plain terminal: keep PortAudio's C-level chatter out of
+    # it (with the dashboard it scrolls harmlessly under it, and rich keeps sizing the real terminal)
+    restore_stderr = _c_stderr_to_devnull() if is_device and not dashboard_on else None
     try:
         if dashboard_on:
             from rich.console import Console
@@ -271,22 +295,36 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
             console = Console(stderr=True)
             title = "demo" if args.demo else "listening"
+            drawing = True  # False once the terminal is gone (EIO after a hang-up): listening goes on
+
+            def draw(st: Any, title: str) -> None:
+                nonlocal drawing
+                if drawing:
+                    try:
+                        view.update(render(session.state(st, title=title), width=console.width), refresh=True)
+                    except (OSError, ValueError):
+                        drawing = False
+
             with PinnedView(console) as view:
 
                 def on_tick(st: Any) -> None:
-                    view.update(render(session.state(st, title=title), width=console.width), refresh=True)
+                    notices(True)
+                    draw(st, title)
 
                 stats = live.run(source, detector.predict, hop=hop, on_hop=session.on_hop, on_tick=on_tick,
                                  stop=stop, duration=args.duration, max_lag=max_lag, tick_seconds=REFRESH_SECONDS)
                 if stats.stopped_by != "pipe":
-                    view.update(render(session.state(stats, title="stopped"), width=console.width), refresh=True)
+                    draw(stats, "stopped")
         else:
 
             def on_tick(st: Any) -> None:
                 nonlocal warned_silence
-                if is_device and not warned_silence and st.silent_for > live.NO_AUDIO_WARN_SECONDS:
+                notices(False)
+                if is_device and not warned_silence and st.silent_for > live.NO_AUDIO_WARN_SECONDS and not source.missing:
                     warned_silence = True
-                    print(f"neuroear listen: no audio from {source.name!r} for {live.NO_AUDIO_WARN_SECONDS:g} s (muted, unplugged, or a virtual mic nobody writes to?)", file=sys.stderr, flush=True)
+                    _say(f"neuroear listen: no audio from {source.name!r} for {live.NO_AUDIO_WARN_SECONDS:g} s (muted, unplugged, or a virtual mic nobody writes to?)")
+                elif warned_silence and st.silent_for < 1.0:
+                    warned_silence = False  # audio is back: warn again next time
 
             stats = live.run(source, detector.predict, hop=hop, on_hop=session.on_hop, on_tick=on_tick,
                              stop=stop, duration=args.duration, max_lag=max_lag, tick_seconds=REFRESH_SECONDS)
@@ -296,8 +334,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if restore_stderr is not None:
+            restore_stderr()
+    for text in _drain(source):
+        _say(f"neuroear listen: {text}")
     if stats is not None and stats.stopped_by != "pipe":
         _print_summary(session, stats, args.hop)
+    lost = stats is not None and stats.stopped_by == "device lost"
     if stats is not None and not stats.clean_stop:
         # PortAudio is stuck in a clockless source: do not wait on it at interpreter exit
         print(f"neuroear listen: {source.name!r} did not stop in time; exiting without closing it", file=sys.stderr)
@@ -306,8 +349,69 @@ def cmd_listen(args: argparse.Namespace) -> int:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        os._exit(0)
+        if lost:
+            _say(f"neuroear: error: input device {source.name!r} went away and did not come back")
+        os._exit(1 if lost else 0)
+    if lost:
+        raise NeuroEarError(
+            f"input device {source.name!r} went away and did not come back within {source.reconnect:g} s "
+            "(--reconnect SECONDS waits longer); the lines above are complete"
+        )
     return 0
+
+
+NOTICE_SECONDS = 10.0  # s a device notice stays on the dashboard
+
+
+def _drain(source: Any) -> list[str]:
+    out = list(getattr(source, "notices", []) or [])
+    if out:
+        source.notices.clear()
+    return out
+
+
+def _say(text: str) -> None:
+    """One line on stderr; a vanished terminal (after SIGHUP) is not an error."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _c_stderr_to_devnull():
+    """Point file descriptor 2 at /dev/null and ``sys.stderr`` at a copy of the real one.
+
+    PortAudio's ALSA backend prints its own diagnostics straight to fd 2 when a device fails
+    ("Expression ... failed in src/hostapi/alsa/pa_linux_alsa.c"); our messages say it in one
+    line instead. Returns a function that restores both.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    old = sys.stderr
+    try:
+        sys.stderr = open(saved, "w", encoding=getattr(old, "encoding", None) or "utf-8", errors="backslashreplace",
+                          buffering=1, closefd=False)
+        os.dup2(devnull, 2)
+    finally:
+        os.close(devnull)
+
+    def restore() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        try:
+            os.dup2(saved, 2)
+            os.close(saved)
+        except OSError:
+            pass
+        sys.stderr = old
+
+    return restore
 
 
 def _print_summary(session: Session, stats: Any, hop: float) -> None:
@@ -325,6 +429,8 @@ def _print_summary(session: Session, stats: Any, hop: float) -> None:
         overflows=stats.overflows, hop=hop, detections=session.detections, onsets=session.onsets, latency=latency,
         source=stats.source, stopped_by=stats.stopped_by,
     )
+    if getattr(stats, "reconnects", 0):
+        text += f"\n  device    lost and reopened {stats.reconnects} time(s); stream time paused while it was gone"
     try:
         print(text, file=sys.stderr, flush=True)
     except (BrokenPipeError, OSError):

@@ -53,9 +53,9 @@ class ModelCard:
         try:
             d = json.loads(text)
         except (TypeError, ValueError) as exc:
-            raise NeuroEarError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON ({exc})") from None
+            raise NeuroEarError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON ({exc}); re-export the model") from None
         if not isinstance(d, dict):
-            raise NeuroEarError(f"{source}: metadata '{METADATA_KEY}' is not a JSON object")
+            raise NeuroEarError(f"{source}: metadata '{METADATA_KEY}' is not a JSON object; re-export the model")
         schema = d.get("schema")
         if schema != SCHEMA_VERSION:
             raise NeuroEarError(
@@ -67,12 +67,29 @@ class ModelCard:
             raise NeuroEarError(f"{source}: model metadata lacks {', '.join(missing)}; re-export the model")
         known = {f for f in cls.__dataclass_fields__}
         d = {k: v for k, v in d.items() if k in known}
+        bad = [
+            k
+            for k, ok in (
+                ("labels", isinstance(d["labels"], list)),
+                ("sample_rate", isinstance(d["sample_rate"], int) and d["sample_rate"] > 0),
+                ("window_samples", isinstance(d["window_samples"], int) and d["window_samples"] > 0),
+                ("cqt", isinstance(d["cqt"], dict)),
+                ("thresholds", isinstance(d["thresholds"], dict)
+                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d["thresholds"].values())),
+            )
+            if not ok
+        ]
+        if bad:
+            raise NeuroEarError(
+                f"{source}: model metadata has malformed {', '.join(bad)} (labels: a list, sample_rate and "
+                "window_samples: positive integers, cqt: an object, thresholds: label → number); re-export the model"
+            )
         d["labels"] = tuple(str(x) for x in d["labels"])
         if not d["labels"] or len(set(d["labels"])) != len(d["labels"]):
-            raise NeuroEarError(f"{source}: model labels must be a non-empty list of distinct names")
+            raise NeuroEarError(f"{source}: model labels must be a non-empty list of distinct names; re-export the model")
         thr = {str(k): float(v) for k, v in d["thresholds"].items()}
         unknown = sorted(set(thr) - set(d["labels"]))
         if unknown:
-            raise NeuroEarError(f"{source}: thresholds name unknown labels {unknown}")
+            raise NeuroEarError(f"{source}: thresholds name unknown labels {unknown}; re-export the model")
         d["thresholds"] = {lab: thr.get(lab, 0.5) for lab in d["labels"]}
         return cls(**d)
