@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, median
+from common import ROOT, median, portable
 
 RSS_PROBE = (
     "import json, resource, subprocess, sys, time\n"
@@ -70,7 +70,7 @@ def startup(model: Path, clip: Path, *, repeats: int) -> dict:
     for name, cmd in cmds.items():
         runs = [first_line(cmd) for _ in range(repeats)]
         out[name] = {
-            "command": " ".join(["python", "-m", "neuroear", *cmd[3:]]),
+            "command": portable(" ".join(["python", "-m", "neuroear", *cmd[3:]])),
             "first_detection_s_median": round(median(r["first_line_s"] for r in runs), 3),
             "first_detection_s_all": [round(r["first_line_s"], 3) for r in runs],
             "exit_s_median": round(median(r["exit_s"] for r in runs), 3),

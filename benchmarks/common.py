@@ -107,6 +107,12 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def portable(text: str) -> str:
+    """``text`` with this checkout's and this interpreter's absolute paths made relative,
+    so result files say nothing about the machine's directory layout."""
+    return text.replace(sys.executable, "python").replace(str(ROOT) + os.sep, "")
+
+
 def busy_processes(min_cpu: float = 20.0) -> list[str]:
     """Other processes using CPU right now (``ps``): what else the numbers were measured next to."""
     try:
@@ -119,7 +125,7 @@ def busy_processes(min_cpu: float = 20.0) -> list[str]:
         if len(parts) == 3 and int(parts[0]) != os.getpid() and not parts[2].startswith("ps "):
             try:
                 if float(parts[1]) >= min_cpu:
-                    out.append(f"{parts[1]}% {parts[2][:100]}")
+                    out.append(f"{parts[1]}% {portable(parts[2])[:100]}")
             except ValueError:
                 pass
     return out
