@@ -312,25 +312,3 @@ class Sampler:
         """x [size, WIN] float32 in [-1, 1], y [size, n_labels] float32 multi-hot."""
         xs, ys = zip(*(self.one() for _ in range(size)))
         return np.stack(xs), np.stack(ys)
-
-
-def fixed_windows(clips: list[Clip], labels: Sequence[str], *, per_clip: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic, unaugmented validation windows: x [n, WIN], y [n, n_labels].
-
-    Takes up to ``per_clip`` evenly spaced windows per clip, keeping only sounding ones.
-    """
-    xs, ys = [], []
-    index = {lab: i for i, lab in enumerate(labels)}
-    for c in clips:
-        n_pos = max(1, (c.audio.size - WIN) // WIN + 1)
-        for k in np.linspace(0, n_pos - 1, min(per_clip, n_pos)).astype(int):
-            start = int(k * WIN)
-            if not window_labels(c, start):
-                continue
-            y = np.zeros(len(labels), dtype=np.float32)
-            y[index[c.label]] = 1.0
-            xs.append(crop(c, start, WIN))
-            ys.append(y)
-    if not xs:
-        return np.zeros((0, WIN), np.float32), np.zeros((0, len(labels)), np.float32)
-    return np.stack(xs), np.stack(ys)

@@ -11,7 +11,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -224,4 +224,4 @@ def save_checkpoint(result: TrainResult, cfg: TrainConfig, path: Path) -> None:
     )
 
 
-__all__ = ["LABELS", "OPTIMIZERS", "TrainConfig", "TrainResult", "make_optimizer", "train", "load_clips", "save_checkpoint", "replace"]
+__all__ = ["LABELS", "OPTIMIZERS", "TrainConfig", "TrainResult", "make_optimizer", "train", "load_clips", "save_checkpoint"]
