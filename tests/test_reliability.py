@@ -291,8 +291,10 @@ def test_one_hour_file_memory_flat_with_progress(hour_file, tmp_path):
 
 
 def test_ctrl_c_on_a_long_file_keeps_complete_lines(hour_file):
+    # Unbuffered: communicate() reads the pipe's descriptor directly, so lines that readline() had buffered
+    # beyond the 150th would be dropped by the test itself and look like lost output.
     p = subprocess.Popen([sys.executable, "-m", "neuroear", "analyze", str(hour_file), "--format", "jsonl"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     killer = threading.Timer(KILL_AFTER, p.kill)
     killer.start()
     try:
