@@ -6,7 +6,10 @@ on real audio, real notes alone collapse on phrases, half and half did best):
 - rendered clips from ``neuroear.render`` with per-note timing, so silence gets no label.
 
 Augmentation imitates rooms and microphones: gain, coloured noise at random SNR, reverb,
-EQ tilt, band limits and soft clipping (the real dev set's guitar is distorted).
+EQ tilt, band limits and soft clipping (the real dev set's guitar is distorted). Two back ends
+with the same contract: ``augment`` (NumPy, what neuroear-v1 trained with) and
+``LibraryAugment`` (audiomentations + pyroomacoustics rooms, plus small pitch shifts and time
+stretches), chosen by ``MixConfig.augment_library``.
 """
 
 from __future__ import annotations
@@ -231,6 +234,82 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, d
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
+class LibraryAugment:
+    """The same chain as ``augment`` built from audiomentations and pyroomacoustics.
+
+    EQ (seven-band parametric), band limits, rooms simulated by pyroomacoustics (shoebox rooms
+    of 3–14 m, RT60 0.15–1.2 s, source and microphone anywhere in the room: distance and
+    direct-to-reverberant ratio vary, unlike the noise-tail reverb), tanh distortion, small pitch
+    shifts and time stretches, coloured noise (white → brown, 0–40 dB SNR) and a random peak gain.
+    Room impulse responses are drawn once into a bank (3 ms each) and reused, because a fresh
+    simulation per window (audiomentations' RoomSimulator) costs ~260 ms.
+
+    audiomentations draws from Python's ``random`` and NumPy's global generator: both are
+    seeded here, so a run is reproducible when sampling is single-threaded (it is).
+    """
+
+    def __init__(self, seed: int, *, strength: float, distort_p: float, n_rooms: int = 96) -> None:
+        import random
+
+        import audiomentations as A
+        import pyroomacoustics as pra
+
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        rng = np.random.default_rng(seed)
+        self.rng = rng
+        self.strength = strength
+        self.rirs: list[np.ndarray] = []
+        for _ in range(n_rooms):
+            dims = rng.uniform([3.0, 3.0, 2.4], [14.0, 11.0, 5.0])
+            rt60 = rng.uniform(0.15, 1.2)
+            try:
+                e_abs, max_order = pra.inverse_sabine(rt60, dims)
+            except ValueError:  # RT60 too long for so small a room
+                continue
+            room = pra.ShoeBox(dims, fs=SR, materials=pra.Material(e_abs), max_order=min(max_order, 17))
+            room.add_source(rng.uniform(0.4, dims - 0.4))
+            room.add_microphone(rng.uniform(0.4, dims - 0.4))
+            room.compute_rir()
+            ir = np.asarray(room.rir[0][0], dtype=np.float32)
+            ir = ir[int(np.argmax(np.abs(ir))) :][: SR]  # align the direct path: no extra delay
+            self.rirs.append(ir / (np.sqrt(np.sum(ir**2)) + 1e-9))
+
+        def chain(k: float, dist: float) -> "A.Compose":
+            return A.Compose(
+                [
+                    A.SevenBandParametricEQ(min_gain_db=-8.0, max_gain_db=8.0, p=0.5 * k),
+                    A.LowPassFilter(min_cutoff_freq=2000.0, max_cutoff_freq=7000.0, p=0.3 * k),
+                    A.HighPassFilter(min_cutoff_freq=60.0, max_cutoff_freq=400.0, p=0.3 * k),
+                    A.TanhDistortion(min_distortion=0.3, max_distortion=0.9, p=dist),
+                    A.PitchShift(min_semitones=-1.0, max_semitones=1.0, p=0.15 * k),
+                    A.TimeStretch(min_rate=0.9, max_rate=1.1, leave_length_unchanged=True, p=0.15 * k),
+                ]
+            )
+
+        self._chain = chain
+        self._chains: dict[tuple[float, float], A.Compose] = {}
+        self.noise = A.AddColorNoise(min_snr_db=0.0, max_snr_db=40.0, min_f_decay=-6.0, max_f_decay=0.0, p=1.0)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, distort_p: float = 0.1) -> np.ndarray:
+        """Same contract as ``augment``: float32 [n] → float32 [n] in [-1, 1]."""
+        key = (round(strength, 3), round(distort_p, 3))
+        if key not in self._chains:
+            self._chains[key] = self._chain(strength, distort_p)
+        x = self._chains[key](samples=np.ascontiguousarray(x, dtype=np.float32), sample_rate=SR)
+        if self.rirs and rng.random() < 0.4 * strength:
+            from scipy.signal import fftconvolve
+
+            ir = self.rirs[int(rng.integers(len(self.rirs)))]
+            wet = fftconvolve(x, ir)[: x.size]
+            x = (wet * (np.sqrt(np.mean(x**2)) / (np.sqrt(np.mean(wet**2)) + 1e-9))).astype(np.float32)
+        if rng.random() < 0.5 * strength:
+            x = self.noise(samples=x.astype(np.float32), sample_rate=SR)
+        peak = np.abs(x).max() + 1e-9
+        x = x * (10 ** (rng.uniform(-35.0, -1.0) / 20) / peak)
+        return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------- sampling
 
 
@@ -244,6 +323,7 @@ class MixConfig:
     negative_p: float = 0.05  # noise-only / silent windows with no label
     augment_strength: float = 1.0
     guitar_distort_p: float = 0.4  # amp-style clipping of guitar (the dev guitar is distorted electric)
+    augment_library: str = "numpy"  # "numpy": hand-rolled ``augment``; "audiomentations": ``LibraryAugment``
 
 
 class Sampler:
@@ -263,6 +343,12 @@ class Sampler:
         if missing and strict:
             raise NeuroEarError(f"no training audio for labels: {', '.join(missing)}")
         self.drawable = np.array([i for i, lab in enumerate(self.labels) if self.kinds[lab]])
+        if cfg.augment_library == "numpy":
+            self.augment = augment
+        elif cfg.augment_library == "audiomentations":
+            self.augment = LibraryAugment(seed, strength=cfg.augment_strength, distort_p=cfg.guitar_distort_p)
+        else:
+            raise NeuroEarError(f"unknown augment_library {cfg.augment_library!r}: numpy or audiomentations")
         if self.drawable.size == 0:
             raise NeuroEarError("no audio for any label")
 
@@ -283,7 +369,7 @@ class Sampler:
                 break
         seg = crop(clip, start - CONTEXT, CONTEXT + WIN)
         distort = self.cfg.guitar_distort_p if label == "guitar" else 0.05
-        seg = augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort)
+        seg = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort)
         return seg, on
 
     def one(self) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +391,7 @@ class Sampler:
             gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(-8, 3) / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
-        x = augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
+        x = self.augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
         return x[-WIN:], y
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,9 @@ class CQTConfig:
     ``log_scale`` is the constant c of ``log1p(c·|C|)``: large enough that quiet partials
     matter, small enough not to amplify noise floor (probes here trained stably with 1000).
     ``norm`` is how each window is normalised after the log: ``"window"`` (zero mean, unit
-    variance over the whole window: removes the recording gain) or ``"none"``.
+    variance over the whole window: removes the recording gain), ``"pcen"`` (per-channel energy
+    normalisation instead of the log: each bin divided by its own smoothed history, then the
+    window standardised; see ``pcen``) or ``"none"``.
     """
 
     sample_rate: int = 16_000
@@ -114,11 +116,53 @@ class CQTFrontEnd(nn.Module):
             verbose=False,
         )
 
+        if cfg.norm == "pcen":
+            frames = 16_000 * cfg.sample_rate // 16_000 // cfg.hop_length + 1  # one-second window
+            self.register_buffer("pcen_smooth", pcen_smoother(frames, cfg.sample_rate, cfg.hop_length))
+        elif cfg.norm not in ("window", "none"):
+            raise ValueError(f"unknown CQT norm {cfg.norm!r}: window, pcen or none")
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         mag = self.cqt(waveform)  # [batch, bins, frames]
-        x = torch.log1p(self.cfg.log_scale * mag)
-        if self.cfg.norm == "window":
+        if self.cfg.norm == "pcen":
+            x = pcen(self.cfg.log_scale * mag, self.pcen_smooth)
+        else:
+            x = torch.log1p(self.cfg.log_scale * mag)
+        if self.cfg.norm in ("window", "pcen"):
             mean = x.mean(dim=(1, 2), keepdim=True)
             std = x.std(dim=(1, 2), keepdim=True)
             x = (x - mean) / (std + 1e-3)
         return x.unsqueeze(1)
+
+
+PCEN_TIME_CONSTANT = 0.4  # s, librosa's default
+PCEN_GAIN, PCEN_BIAS, PCEN_POWER, PCEN_EPS = 0.98, 2.0, 0.5, 1e-6  # librosa's defaults
+
+
+def pcen_smoother(frames: int, sample_rate: int, hop_length: int) -> torch.Tensor:
+    """[frames, frames] matrix W with M = E @ W.T the first-order IIR smoother of PCEN.
+
+    librosa's smoother M[t] = (1 − b)·M[t−1] + b·E[t], started at steady state on the first
+    frame (M[0] = E[0]; librosa's default starts as if the past were 1.0, which depends on the
+    input's scale), unrolled over the fixed window as a lower-triangular matrix so the
+    exported graph has no loop.
+    """
+    t_frames = PCEN_TIME_CONSTANT * sample_rate / hop_length
+    b = ((1 + 4 * t_frames**2) ** 0.5 - 1) / (2 * t_frames**2)
+    w = torch.zeros(frames, frames, dtype=torch.float64)
+    for t in range(frames):
+        w[t, 0] = (1 - b) ** t
+        for k in range(1, t + 1):
+            w[t, k] = b * (1 - b) ** (t - k)
+    return w.float()
+
+
+def pcen(energy: torch.Tensor, smoother: torch.Tensor) -> torch.Tensor:
+    """Per-channel energy normalisation of [batch, bins, frames] (Wang et al. 2017).
+
+    Each bin is divided by a power of its own smoothed past (automatic gain control per
+    frequency), then root-compressed: a stationary recording-chain colouring cancels, onsets and
+    changes stand out.
+    """
+    smooth = torch.matmul(energy, smoother.t())
+    return (energy / (PCEN_EPS + smooth) ** PCEN_GAIN + PCEN_BIAS) ** PCEN_POWER - PCEN_BIAS**PCEN_POWER

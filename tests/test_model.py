@@ -75,3 +75,50 @@ def test_export_parity_and_metadata(tmp_path):
     with torch.no_grad():
         want = torch.sigmoid(det(torch.from_numpy(x))).numpy()
     assert np.abs(ort.predict(x) - want).max() < 1e-4
+
+
+def test_pcen_smoother_is_the_iir_filter_started_at_steady_state():
+    import scipy.signal as ss
+
+    from neuroear.features import pcen_smoother
+
+    w = pcen_smoother(32, SR, 512).double().numpy()
+    b = w[1, 1]
+    e = np.abs(np.random.default_rng(0).standard_normal((5, 32))) * 100
+    want, _ = ss.lfilter([b], [1, b - 1], e, zi=ss.lfilter_zi([b], [1, b - 1]) * e[:, :1], axis=-1)
+    np.testing.assert_allclose(e @ w.T, want, rtol=1e-5)
+    assert 0.05 < b < 0.1  # 0.4 s time constant at 32 ms frames
+
+
+def test_pcen_cancels_gain_and_a_fixed_colouring_better_than_the_log():
+    import torch
+
+    from neuroear.features import CQTConfig, CQTFrontEnd
+
+    rng = np.random.default_rng(1)
+    x = tone(220.0, 1.0, amp=0.3) * (1 + 0.5 * np.sin(2 * np.pi * 3 * np.arange(SR) / SR)).astype(np.float32)
+    x = x + tone(1320.0, 1.0, amp=0.1) + 0.01 * rng.standard_normal(SR).astype(np.float32)
+    # a recording chain: a quieter, brighter copy (first difference = +6 dB/octave tilt)
+    y = np.diff(x, prepend=0.0).astype(np.float32) * 2.0
+    def gap(norm: str) -> float:
+        fe = CQTFrontEnd(CQTConfig(norm=norm))
+        a, b = fe(torch.from_numpy(x)[None]), fe(torch.from_numpy(y)[None])
+        return float((a - b).abs().mean())
+    assert gap("pcen") < gap("window")
+
+
+def test_pcen_model_exports_with_parity(tmp_path):
+    import torch
+
+    from neuroear.export import export
+    from neuroear.features import CQTConfig
+    from neuroear.infer import Detector as OrtDetector
+    from neuroear.metadata import ModelCard
+    from neuroear.model import Detector, NetConfig
+
+    torch.manual_seed(0)
+    det = Detector(("piano", "violin"), CQTConfig(norm="pcen"), NetConfig(channels=(8, 16))).eval()
+    card = ModelCard(name="p", labels=det.labels, sample_rate=SR, window_samples=SR, cqt=det.cqt_cfg.to_dict(), thresholds={"piano": 0.5, "violin": 0.5})
+    rep = export(det, card, tmp_path / "p.onnx")
+    assert rep["max_abs_diff"] <= 1e-4
+    assert OrtDetector(tmp_path / "p.onnx").predict(np.stack([tone(440, 1.0)])).shape == (1, 2)

@@ -1,0 +1,86 @@
+"""Training data: window labels, the sampler's batches and both augmentation back ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SR, has_module, tone
+from neuroear import data as D
+from neuroear.errors import NeuroEarError
+
+LABELS = ("piano", "violin", "flute")
+
+
+def clips() -> list[D.Clip]:
+    """Three 4-second tones with distinct labels; the violin one is silent for its first 2 s."""
+    out = []
+    for lab, f in zip(LABELS, (220.0, 440.0, 880.0)):
+        x = np.tile(tone(f, 1.0), 4)
+        active = None
+        if lab == "violin":
+            x[: 2 * SR] = 0.0
+            active = np.zeros(400, dtype=bool)
+            active[200:] = True
+        out.append(D.Clip(np.round(x * 32767).astype(np.int16), lab, "render", f"{lab}.flac", active=active))
+    return out
+
+
+def test_window_labels_follow_the_notes_and_the_level() -> None:
+    piano, violin, _ = clips()
+    assert D.window_labels(violin, 2 * SR)
+    assert not D.window_labels(violin, 0)  # silent part: no label even though the clip is "violin"
+    assert D.window_labels(violin, SR + SR // 2)  # 0.5 s of notes ≥ 0.15 s
+    assert not D.window_labels(violin, 2 * SR - SR + 1000)  # < 0.15 s of notes
+    assert D.window_labels(piano, 0) and not D.window_labels(piano, 10 * SR)
+
+
+@pytest.mark.parametrize("library", ["numpy", pytest.param("audiomentations", marks=pytest.mark.skipif(not (has_module("audiomentations") and has_module("pyroomacoustics")), reason="needs the 'train' extra"))])
+def test_sampler_batches_are_labelled_bounded_and_reproducible(library: str) -> None:
+    cfg = D.MixConfig(mix_p=0.5, negative_p=0.1, augment_library=library)
+    x, y = D.Sampler(clips(), LABELS, cfg=cfg, seed=3).batch(48)
+    assert x.shape == (48, D.WIN) and x.dtype == np.float32 and y.shape == (48, 3)
+    assert np.isfinite(x).all() and np.abs(x).max() <= 1.0
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert (y.sum(1) >= 2).any()  # mixtures
+    assert (y.sum(1) == 0).any()  # negatives (noise) and silent violin windows
+    x2, y2 = D.Sampler(clips(), LABELS, cfg=cfg, seed=3).batch(48)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    x3, _ = D.Sampler(clips(), LABELS, cfg=cfg, seed=4).batch(48)
+    assert not np.array_equal(x, x3)
+
+
+def test_solo_windows_carry_their_own_label() -> None:
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0)
+    s = D.Sampler(clips(), LABELS, cfg=cfg, seed=0)
+    for _ in range(60):
+        x, y = s.one()
+        if y.sum() == 0:
+            continue
+        assert y.sum() == 1
+        # the tone's own frequency dominates the spectrum: the label belongs to the audio
+        f = np.fft.rfftfreq(x.size, 1 / SR)[np.abs(np.fft.rfft(x)).argmax()]
+        assert LABELS[int(y.argmax())] == {220: "piano", 440: "violin", 880: "flute"}[int(round(f / 10) * 10)]
+
+
+@pytest.mark.skipif(not (has_module("audiomentations") and has_module("pyroomacoustics")), reason="needs the 'train' extra")
+def test_library_augmentation_changes_the_sound_within_bounds() -> None:
+    aug = D.LibraryAugment(0, strength=1.0, distort_p=0.5, n_rooms=8)
+    assert 1 <= len(aug.rirs) <= 8 and all(abs(float(np.sqrt(np.sum(ir**2))) - 1) < 1e-3 for ir in aug.rirs)
+    rng = np.random.default_rng(0)
+    x = tone(440.0, 1.5, amp=0.3)
+    outs = [aug(x, rng, strength=1.0, distort_p=0.5) for _ in range(20)]
+    assert all(o.shape == x.shape and o.dtype == np.float32 and np.abs(o).max() <= 1.0 for o in outs)
+    peaks = [20 * np.log10(np.abs(o).max()) for o in outs]
+    assert min(peaks) >= -35.5 and max(peaks) <= -0.5 and np.ptp(peaks) > 5  # random peak gain
+    # the chain changes more than the gain: spectra differ from the clean tone's
+    clean = np.abs(np.fft.rfft(x))
+    clean /= clean.sum()
+    diffs = [np.abs(np.abs(np.fft.rfft(o)) / np.abs(np.fft.rfft(o)).sum() - clean).sum() for o in outs]
+    assert max(diffs) > 0.2
+
+
+def test_unknown_augment_library_is_refused() -> None:
+    with pytest.raises(NeuroEarError, match="augment_library"):
+        D.Sampler(clips(), LABELS, cfg=D.MixConfig(augment_library="sox"))
