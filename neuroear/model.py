@@ -18,12 +18,17 @@ from neuroear.features import CQTConfig, CQTFrontEnd
 class NetConfig:
     """CNN shape: output channels per stage (each stage: ``convs`` × conv3×3→BN→ReLU, then 2×2
     max-pool except after the last), dropout before the classifier, and whether blocks add a
-    residual (1×1-projected) shortcut — the seed's plain-vs-residual question."""
+    residual (1×1-projected) shortcut — the seed's plain-vs-residual question.
+
+    ``spec_mask`` > 0 turns on SpecAugment-style masking in training only: two bands of up to
+    ``spec_mask`` CQT bins and two spans of up to ``spec_mask // 2`` frames per window are set
+    to the window mean (0 after standardisation). It is not part of the exported graph."""
 
     channels: tuple[int, ...] = (16, 32, 64, 128)
     convs: int = 2
     dropout: float = 0.3
     residual: bool = False
+    spec_mask: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -69,11 +74,29 @@ class CNN(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         # mean and max pooling together: mean for sustained tones, max for short attacks
         self.head = nn.Linear(2 * c_in, n_labels)
+        self.spec_mask = cfg.spec_mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.spec_mask > 0:
+            x = spec_mask(x, self.spec_mask, max(1, self.spec_mask // 2))
         h = self.features(x)
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         return self.head(self.dropout(pooled))
+
+
+def spec_mask(x: torch.Tensor, max_bins: int, max_frames: int, masks: int = 2) -> torch.Tensor:
+    """Zero ``masks`` random bands of ≤ ``max_bins`` bins and spans of ≤ ``max_frames`` frames
+    per example of x [batch, 1, bins, frames] (a new tensor; x is left alone)."""
+    b, _, n_bins, n_frames = x.shape
+    keep = torch.ones(b, 1, n_bins, n_frames, dtype=torch.bool, device=x.device)
+    for size, axis, n in ((max_bins, 2, n_bins), (max_frames, 3, n_frames)):
+        idx = torch.arange(n, device=x.device).view(1, -1)
+        for _ in range(masks):
+            width = torch.randint(0, size + 1, (b, 1), device=x.device)
+            start = (torch.rand(b, 1, device=x.device) * (n - width + 1)).long()
+            hit = (idx >= start) & (idx < start + width)  # [batch, n]
+            keep &= ~(hit.view(b, 1, n, 1) if axis == 2 else hit.view(b, 1, 1, n))
+    return x * keep
 
 
 class Detector(nn.Module):

@@ -122,3 +122,22 @@ def test_pcen_model_exports_with_parity(tmp_path):
     rep = export(det, card, tmp_path / "p.onnx")
     assert rep["max_abs_diff"] <= 1e-4
     assert OrtDetector(tmp_path / "p.onnx").predict(np.stack([tone(440, 1.0)])).shape == (1, 2)
+
+
+def test_spec_mask_only_in_training_and_within_its_widths():
+    import torch
+
+    from neuroear.model import CNN, NetConfig, spec_mask
+
+    torch.manual_seed(0)
+    x = torch.ones(64, 1, 84, 32)
+    y = spec_mask(x, 10, 5)
+    assert torch.equal(x, torch.ones_like(x))  # input untouched
+    bins_hit = (y == 0).all(dim=3).sum(dim=2).flatten()  # fully masked bins per example
+    frames_hit = (y == 0).all(dim=2).sum(dim=2).flatten()
+    assert bins_hit.max() <= 20 and frames_hit.max() <= 10 and bins_hit.sum() > 0 and frames_hit.sum() > 0
+    net = CNN(3, NetConfig(channels=(8, 16), spec_mask=10, dropout=0.0)).eval()
+    z = torch.randn(4, 1, 84, 32)
+    assert torch.equal(net(z), net(z))  # eval: deterministic, no masking
+    net.train()
+    assert not torch.equal(net(z), net(z))
