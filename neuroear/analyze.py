@@ -72,7 +72,7 @@ def analyze_file(
             yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, act, float(lv))
 
     try:
-        for block in audio.stream(path, sample_rate=det.sample_rate):
+        for block in audio.prefetch(audio.stream(path, sample_rate=det.sample_rate)):
             pending += fr.push(block)
             if len(pending) >= BATCH:
                 yield from flush(pending, 0)

@@ -117,3 +117,43 @@ def test_iter_files_expands_folders(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     got = [p.name for p in audio.iter_files([str(tmp_path)])]
     assert got == ["1.flac", "2.wav"]
+
+
+def test_prefetch_keeps_order_and_raises_after_the_items_before_the_error():
+    import threading
+
+    threads = []
+
+    def source():
+        for i in range(5):
+            threads.append(threading.current_thread().name)
+            yield np.full(3, i, dtype=np.float32)
+        raise NeuroEarError("broken at 5")
+
+    got = []
+    with pytest.raises(NeuroEarError, match="broken at 5"):
+        for b in audio.prefetch(source()):
+            got.append(int(b[0]))
+    assert got == [0, 1, 2, 3, 4]
+    assert set(threads) == {"neuroear-decode"}  # produced beside the caller, not in it
+
+
+def test_closing_prefetch_closes_its_source():
+    import time
+
+    closed = []
+
+    def source():
+        try:
+            for i in range(1000):
+                yield np.full(3, i, dtype=np.float32)
+        finally:
+            closed.append(True)
+
+    it = audio.prefetch(source(), depth=2)
+    assert int(next(it)[0]) == 0
+    it.close()
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed == [True]
