@@ -293,7 +293,6 @@ def ort_profile(model: Path, windows: np.ndarray, *, runs_b1: int, runs_b64: int
 def analyze_stages(model: Path, path: Path, *, seconds: float) -> dict:
     """Seconds spent in each stage of ``analyze_file`` on one file (default settings, ORT threads default)."""
     import soundfile as sf
-    import soxr
 
     from neuroear import audio
     from neuroear.analyze import WindowResult
@@ -316,7 +315,7 @@ def analyze_stages(model: Path, path: Path, *, seconds: float) -> dict:
     t["mono_sanitize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if info.samplerate != audio.SAMPLE_RATE:
-        rs = soxr.ResampleStream(info.samplerate, audio.SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        rs = audio.Resampler(info.samplerate, audio.SAMPLE_RATE)
         res = [rs.resample_chunk(m, last=i == len(monos) - 1) for i, m in enumerate(monos)]
     else:
         res = monos

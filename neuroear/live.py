@@ -3,7 +3,7 @@
 Data flow, one consumer thread::
 
     source.read() → blocks [frames, channels] at the source's rate
-      → to_mono → sanitize → soxr.ResampleStream (16 kHz, streaming, state kept across blocks)
+      → to_mono → sanitize → audio.Resampler (16 kHz, streaming, no look-ahead, state kept across blocks)
       → RingBuffer (preallocated) → a window [16000] every hop samples → predict → on_hop
 
 The device callback only copies its block and enqueues it (PortAudio's thread must never

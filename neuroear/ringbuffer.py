@@ -160,14 +160,8 @@ class Streamer:
 
     def reset(self) -> None:
         """Start a new stream: sample 0 is the next sample pushed."""
-        import soxr
-
         self.ring.reset()
-        self._resampler = (
-            None
-            if self.in_rate == audio.SAMPLE_RATE
-            else soxr.ResampleStream(self.in_rate, audio.SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-        )
+        self._resampler = None if self.in_rate == audio.SAMPLE_RATE else audio.Resampler(self.in_rate, audio.SAMPLE_RATE)
         self.next_start = 0  # start sample of the next window
         self.count = 0  # windows emitted or dropped so far (the next window's index)
         self.dropped = 0

@@ -157,3 +157,60 @@ def test_closing_prefetch_closes_its_source():
     while not closed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert closed == [True]
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000, 96000, 192000])
+def test_antialias_fir_is_flat_where_the_model_looks_and_stops_what_would_fold_there(rate):
+    h = audio.antialias_fir(rate)
+    assert h.size % 2 == 1 and h.size <= 160
+    f = np.array([100.0, 1000.0, 3950.0, 4400.0, SR - audio.RESAMPLE_PASS_HZ, min(20000.0, rate / 2)])
+    resp = np.abs(np.exp(-2j * np.pi * np.outer(f / rate, np.arange(h.size))) @ h)
+    db = 20 * np.log10(resp + 1e-12)
+    assert np.abs(db[:4]).max() < 0.05  # flat over the CQT's range
+    if rate / 2 > SR - audio.RESAMPLE_PASS_HZ:
+        assert db[4] < -audio.RESAMPLE_ATTEN_DB + 1 and db[5] < -audio.RESAMPLE_ATTEN_DB + 1
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_resampler_never_waits_for_future_input(rate):
+    x = tone(440.0, 1.0, sr=rate)
+    r = audio.Resampler(rate)
+    got = 0
+    for n in (1, 7, 1024, 999, 3000, rate - 5031):
+        got += r.resample_chunk(x[:n]).size
+        x = x[n:]
+        fed = 1 + 7 + 1024 + 999 + 3000 + rate - 5031
+    # every output sample whose time has been fed is out already (soxr HQ held back ~21 ms)
+    assert got >= int(fed * SR / rate) - 1
+    assert r.delay_seconds < 0.0005
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 8000])
+def test_resampler_keeps_a_tone_and_any_chunking_gives_the_same_samples(rate):
+    high = min(3900.0, 0.4 * rate)  # an 8 kHz source holds nothing near its 4 kHz Nyquist
+    x = tone(1000.0, 2.0, sr=rate, amp=0.5) + tone(high, 2.0, sr=rate, amp=0.2)
+    one = audio.resample(x, rate)
+    assert abs(one.size - 2 * SR) <= 2
+    spec = np.abs(np.fft.rfft(one[4000:20000] * np.hanning(16000)))
+    freqs = np.fft.rfftfreq(16000, 1 / SR)
+    for f, amp in ((1000.0, 0.5), (high, 0.2)):
+        peak = spec[np.abs(freqs - f) < 20].max() / (np.hanning(16000).sum() / 2)
+        assert peak == pytest.approx(amp, rel=0.02)
+    r = audio.Resampler(rate)
+    rng = np.random.default_rng(0)
+    parts, pos = [], 0
+    while pos < x.size:
+        n = int(rng.integers(1, 4000))
+        parts.append(r.resample_chunk(x[pos : pos + n]))
+        pos += n
+    parts.append(r.resample_chunk(np.zeros(0, np.float32), last=True))
+    chunked = np.concatenate(parts)
+    assert chunked.shape == one.shape
+    np.testing.assert_allclose(chunked, one, rtol=0, atol=1e-6)
+
+
+def test_resampler_stops_what_would_alias_into_the_model_band():
+    rate = 48000
+    x = tone(13000.0, 1.0, sr=rate, amp=0.9)  # would fold to 3 kHz at 16 kHz
+    y = audio.resample(x, rate)
+    assert 20 * np.log10(np.sqrt(np.mean(y[200:-200] ** 2)) / 0.9 * np.sqrt(2)) < -65
