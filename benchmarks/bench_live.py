@@ -8,10 +8,10 @@ stage          what is timed (per block or per window)
 =============  =====================================================================================
 capture        device: the PortAudio callback (copy + enqueue), per block; file: reading + decoding one block
 queue          block available (device callback / paced file due time) → the consumer has it, per block
-resample       ``soxr.ResampleStream.resample_chunk`` per block (absent when the source is at 16 kHz)
+resample       ``audio.Resampler.resample_chunk`` per block: FIR + soxr QQ (absent when the source is at 16 kHz)
 ring_write     ``RingBuffer.write`` per chunk
 window         ``RingBuffer.read`` of one window (the copy handed to the model), per window
-cut            last sample of the window available → window cut (queue + resampler look-ahead + ring)
+cut            last sample of the window available → window cut (queue + ring; the resampler holds nothing back)
 infer          ``Detector.predict`` on one window
 policy         ``Policy.update``
 emit           record → JSON → write → flush (``JsonlSink.write``)
@@ -221,7 +221,7 @@ class _Feeder(threading.Thread):
 def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple = (None, 16_000)) -> dict:
     """The same loop fed by PortAudio from the PulseAudio virtual microphone (skipped with a note if absent).
 
-    One run per capture rate in ``rates``: ``None`` opens the device at its own rate (our soxr resampler
+    One run per capture rate in ``rates``: ``None`` opens the device at its own rate (our resampler
     runs in the loop); 16000 asks PortAudio/PulseAudio for the model's rate (resampling happens before
     the callback, inside the device buffer).
     """

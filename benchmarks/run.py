@@ -83,7 +83,7 @@ def check_targets(r: dict) -> dict:
     mic = _get(s, "mic", "device_rate", "stages", "total", "p99_ms")
     add("line_latency_p99_ms", mic if mic is not None else rt, TARGETS["line_latency_p99_ms"],
         note=("virtual microphone at its own rate" if mic is not None else "file source paced like a device, 44.1 kHz")
-        + ": last sample of the window delivered → JSON line written (includes the soxr look-ahead)")
+        + ": last sample of the window delivered → JSON line written (the resampler has no look-ahead)")
     mic16 = _get(s, "mic", "capture_16000", "stages", "total", "p99_ms")
     rt16 = _get(s, "live", "file_realtime_16k", "stages", "total", "p99_ms")
     add("line_latency_p99_ms_at_16k", mic16 if mic16 is not None else rt16, TARGETS["line_latency_p99_ms"],
