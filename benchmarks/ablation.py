@@ -1,0 +1,124 @@
+"""Ablations for issue 5: one change at a time against the shipped recipe, at a reduced budget.
+
+    python benchmarks/ablation.py run --base runs/v1/config.json --steps 1500 --out runs/abl
+    python benchmarks/ablation.py collect runs/abl --out benchmarks/results/ablation.json
+
+``run`` trains each variant (same data, seed and budget), exports it and measures it on the
+held-out SoundFont family and the real dev set with the model's own thresholds (calibrated on
+the validation split). ``collect`` gathers every ``runs/abl/<name>/{model.json,metrics.json}``
+into one JSON table with Δ against ``base``. Model choices are made on the validation and
+synthetic columns; the dev column is reported, never used to choose. One seed per variant:
+PROBES.md measured ±0.05 macro F1 between checkpoints, so small differences are noise.
+Not imported by the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "base": ("neuroear-v1's recipe: log1p(1000·|C|) + per-window standardisation, NumPy augmentation", {}),
+    "pcen": ("PCEN (librosa's parameters) instead of the log, then per-window standardisation", {"cqt": {"norm": "pcen"}}),
+    "audiomentations": ("augmentation from audiomentations + pyroomacoustics rooms (+ pitch shift, time stretch)", {"mix": {"augment_library": "audiomentations"}}),
+    "specmask": ("SpecAugment-style masking of CQT bands and frames in training", {"net": {"spec_mask": 8}}),
+    "real70": ("70 % real recordings per batch instead of 50 %", {"mix": {"real_fraction": 0.7}}),
+}
+
+SETS = {
+    "synthetic": "runs/render-test-timgm/manifest.jsonl",
+    "real-dev": "../shared/data/real-dev",
+}
+
+
+def _merge(base: dict, change: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in change.items():
+        if isinstance(v, dict):
+            out[k] = {**out.get(k, {}), **v}
+        else:
+            out[k] = v
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    base = json.loads(Path(args.base).read_text())
+    base["steps"] = args.steps
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "neuroear"]
+    for name in args.only or list(VARIANTS):
+        cfg = _merge(base, VARIANTS[name][1])
+        d = out / name
+        (out / f"{name}.json").write_text(json.dumps(cfg, indent=1) + "\n")
+        subprocess.run([*exe, "train", "--config", str(out / f"{name}.json"), "--out", str(d)], check=True, cwd=ROOT)
+        subprocess.run([*exe, "export", str(d / "checkpoint.pt"), "--out", str(d / "model.onnx")], check=True, cwd=ROOT)
+        sets = [f"{'synthetic-heldout-timgm' if k == 'synthetic' else k}={v}" for k, v in SETS.items()]
+        subprocess.run([sys.executable, "scripts/model_metrics.py", str(d / "model.onnx"), *sets, "--out", str(d / "metrics.json")], check=True, cwd=ROOT)
+
+
+def collect(args: argparse.Namespace) -> None:
+    rows = {}
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    for d in sorted(Path(args.runs).iterdir(), key=lambda p: (order.get(p.name, len(order)), p.name)):
+        if not (d / "model.json").is_file() or not (d / "metrics.json").is_file():
+            continue
+        card = json.loads((d / "model.json").read_text())
+        m = json.loads((d / "metrics.json").read_text())
+        hist = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines() if x.strip()]
+        name = d.name
+        val = card["metrics"]["validation"]
+        rows[name] = {
+            "what": VARIANTS.get(name, ("", {}))[0],
+            "config_change": VARIANTS.get(name, ("", {}))[1],
+            "steps": card["training"]["steps"],
+            "train_seconds": hist[-1]["seconds"] if hist else None,
+            "val_calibrated_macro_f1": round(val["calibrated"]["macro"]["f1"], 4),
+            "synthetic_macro_f1": m["synthetic-heldout-timgm"]["macro_f1"],
+            "synthetic_top1": m["synthetic-heldout-timgm"]["top1"],
+            "dev_macro_f1": m["real-dev"]["macro_f1"],
+            "dev_top1": m["real-dev"]["top1"],
+        }
+    if "base" in rows:
+        for r in rows.values():
+            for k in ("synthetic_macro_f1", "dev_macro_f1"):
+                r[f"delta_{k}"] = round(r[k] - rows["base"][k], 4)
+    doc = {
+        "note": "one seed per variant; val is drawn with each variant's own augmentation, so compare val only between variants with the same augmentation",
+        "runs": rows,
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print("| variant | val (cal.) | synthetic F1 / top-1 | Δ synth | real dev F1 / top-1 | Δ dev |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['val_calibrated_macro_f1']:.3f} | {r['synthetic_macro_f1']:.3f} / {r['synthetic_top1']:.3f} | "
+            f"{r.get('delta_synthetic_macro_f1', 0):+.3f} | {r['dev_macro_f1']:.3f} / {r['dev_top1']:.3f} | {r.get('delta_dev_macro_f1', 0):+.3f} |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--base", default="runs/v1/config.json")
+    r.add_argument("--steps", type=int, default=1500)
+    r.add_argument("--out", default="runs/abl")
+    r.add_argument("--only", nargs="+", choices=list(VARIANTS))
+    r.set_defaults(func=run)
+    c = sub.add_parser("collect")
+    c.add_argument("runs", nargs="?", default="runs/abl")
+    c.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ablation.json"))
+    c.set_defaults(func=collect)
+    args = ap.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
