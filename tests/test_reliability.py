@@ -291,21 +291,27 @@ def test_one_hour_file_memory_flat_with_progress(hour_file, tmp_path):
 
 
 def test_ctrl_c_on_a_long_file_keeps_complete_lines(hour_file):
-    # Unbuffered: communicate() reads the pipe's descriptor directly, so lines that readline() had buffered
-    # beyond the 150th would be dropped by the test itself and look like lost output.
+    # The full pipe holds the writer back, so the hour cannot finish before SIGINT arrives. The rest
+    # is read from the same buffered reader: communicate() would read the descriptor directly and
+    # drop what readline() had already buffered, which looks like lost lines.
     p = subprocess.Popen([sys.executable, "-m", "neuroear", "analyze", str(hour_file), "--format", "jsonl"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killer = threading.Timer(KILL_AFTER, p.kill)
     killer.start()
+    errs: list[bytes] = []
+    drain = threading.Thread(target=lambda: errs.append(p.stderr.read()), daemon=True)
+    drain.start()
     try:
         head = [p.stdout.readline() for _ in range(150)]
         p.send_signal(signal.SIGINT)
-        rest, err = p.communicate(timeout=60)
+        rest = p.stdout.read()
+        p.wait(timeout=60)
+        drain.join(60)
     finally:
         killer.cancel()
         p.kill()
     out = b"".join(head) + rest
-    err = err.decode()
+    err = b"".join(errs).decode()
     assert p.returncode == 130, err
     assert_clean(err)
     assert "interrupted; output written so far is complete" in err
