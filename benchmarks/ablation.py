@@ -50,14 +50,16 @@ def _merge(base: dict, change: dict) -> dict:
 def run(args: argparse.Namespace) -> None:
     base = json.loads(Path(args.base).read_text())
     base["steps"] = args.steps
+    base["seed"] = args.seed
+    suffix = f"-s{args.seed}" if args.seed else ""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "neuroear"]
     for name in args.only or list(VARIANTS):
         cfg = _merge(base, VARIANTS[name][1])
-        d = out / name
-        (out / f"{name}.json").write_text(json.dumps(cfg, indent=1) + "\n")
-        subprocess.run([*exe, "train", "--config", str(out / f"{name}.json"), "--out", str(d)], check=True, cwd=ROOT)
+        d = out / f"{name}{suffix}"
+        (out / f"{d.name}.json").write_text(json.dumps(cfg, indent=1) + "\n")
+        subprocess.run([*exe, "train", "--config", str(out / f"{d.name}.json"), "--out", str(d)], check=True, cwd=ROOT)
         subprocess.run([*exe, "export", str(d / "checkpoint.pt"), "--out", str(d / "model.onnx")], check=True, cwd=ROOT)
         sets = [f"{'synthetic-heldout-timgm' if k == 'synthetic' else k}={v}" for k, v in SETS.items()]
         subprocess.run([sys.executable, "scripts/model_metrics.py", str(d / "model.onnx"), *sets, "--out", str(d / "metrics.json")], check=True, cwd=ROOT)
@@ -66,17 +68,19 @@ def run(args: argparse.Namespace) -> None:
 def collect(args: argparse.Namespace) -> None:
     rows = {}
     order = {name: i for i, name in enumerate(VARIANTS)}
-    for d in sorted(Path(args.runs).iterdir(), key=lambda p: (order.get(p.name, len(order)), p.name)):
+    for d in sorted(Path(args.runs).iterdir(), key=lambda p: (p.name.rsplit("-s", 1)[-1].isdigit(), order.get(p.name.rsplit("-s", 1)[0], len(order)), p.name)):
         if not (d / "model.json").is_file() or not (d / "metrics.json").is_file():
             continue
         card = json.loads((d / "model.json").read_text())
         m = json.loads((d / "metrics.json").read_text())
         hist = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines() if x.strip()]
         name = d.name
+        variant = name.rsplit("-s", 1)[0] if name.rsplit("-s", 1)[-1].isdigit() else name
         val = card["metrics"]["validation"]
         rows[name] = {
-            "what": VARIANTS.get(name, ("", {}))[0],
-            "config_change": VARIANTS.get(name, ("", {}))[1],
+            "what": VARIANTS.get(variant, ("", {}))[0],
+            "config_change": VARIANTS.get(variant, ("", {}))[1],
+            "seed": card["training"]["seed"],
             "steps": card["training"]["steps"],
             "train_seconds": hist[-1]["seconds"] if hist else None,
             "val_calibrated_macro_f1": round(val["calibrated"]["macro"]["f1"], 4),
@@ -85,10 +89,11 @@ def collect(args: argparse.Namespace) -> None:
             "dev_macro_f1": m["real-dev"]["macro_f1"],
             "dev_top1": m["real-dev"]["top1"],
         }
-    if "base" in rows:
-        for r in rows.values():
+    for name, r in rows.items():  # Δ against the base run of the same seed
+        ref = rows.get("base" if r["seed"] == 0 else f"base-s{r['seed']}")
+        if ref is not None:
             for k in ("synthetic_macro_f1", "dev_macro_f1"):
-                r[f"delta_{k}"] = round(r[k] - rows["base"][k], 4)
+                r[f"delta_{k}"] = round(r[k] - ref[k], 4)
     doc = {
         "note": "one seed per variant; val is drawn with each variant's own augmentation, so compare val only between variants with the same augmentation",
         "runs": rows,
@@ -111,6 +116,7 @@ def main() -> None:
     r.add_argument("--steps", type=int, default=1500)
     r.add_argument("--out", default="runs/abl")
     r.add_argument("--only", nargs="+", choices=list(VARIANTS))
+    r.add_argument("--seed", type=int, default=0, help="training seed; runs of seed N go to NAME-sN")
     r.set_defaults(func=run)
     c = sub.add_parser("collect")
     c.add_argument("runs", nargs="?", default="runs/abl")
