@@ -294,8 +294,11 @@ def test_ctrl_c_on_a_long_file_keeps_complete_lines(hour_file):
     # The full pipe holds the writer back, so the hour cannot finish before SIGINT arrives. The rest
     # is read from the same buffered reader: communicate() would read the descriptor directly and
     # drop what readline() had already buffered, which looks like lost lines.
+    # A shell that starts a job in the background (`ci &`) makes it ignore SIGINT, and Python keeps
+    # an inherited SIG_IGN: give the child the default disposition a terminal's Ctrl-C would meet.
     p = subprocess.Popen([sys.executable, "-m", "neuroear", "analyze", str(hour_file), "--format", "jsonl"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     killer = threading.Timer(KILL_AFTER, p.kill)
     killer.start()
     errs: list[bytes] = []
