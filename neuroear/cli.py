@@ -81,14 +81,30 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     failed = ok = 0
     plotted: list = []
     files = list(audio.iter_files(args.paths))
+    reader_gone = False
+
+    def emit(write, *a) -> None:
+        # `| head` closed stdout: without --plot there is nothing left to do (main exits quietly);
+        # with --plot the picture the user asked for is still drawn from the whole file
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            write(*a)
+        except BrokenPipeError:
+            if not args.plot:
+                raise
+            reader_gone = True
+            _silence_stdout()
+
     for path in files:
         src = str(path)
-        writer.begin_source(src)
+        emit(writer.begin_source, src)
         rows = []
         try:
             progress = _Progress(src, path)
             for r in analyze_file(det, path, hop_seconds=args.hop, thresholds=thr, source=src):
-                writer.write(r)
+                emit(writer.write, r)
                 progress.update(r.end)
                 if args.plot:
                     rows.append(r)
@@ -299,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail on a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit status (0 ok, 1 failed, 2 usage, 130 interrupted)."""
     warnings.showwarning = _warn
@@ -313,11 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # the reader went away (`| head`): nothing left to say, and no traceback
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
+        _silence_stdout()
         return 0
     except ModuleNotFoundError as exc:
         extra = {"torch": "train", "nnAudio": "train", "onnx": "train", "onnxruntime": "cpu", "matplotlib": "plot", "pyaudio": "live", "fluidsynth": "train", "music21": "train"}

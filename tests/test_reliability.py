@@ -243,6 +243,26 @@ def test_analyze_output_closed_by_the_reader(tmp_path):
     assert "BrokenPipe" not in err
 
 
+def test_analyze_plot_is_still_drawn_when_the_reader_goes_away(tmp_path):
+    pytest.importorskip("matplotlib")
+    f = tmp_path / "two_minutes.wav"
+    sf.write(f, np.tile(tone(440, 1.0, sr=8000), 120), 8000)
+    png = tmp_path / "p.png"
+    p = subprocess.Popen([sys.executable, "-m", "neuroear", "analyze", str(f), "--format", "jsonl", "--plot", str(png)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        json.loads(p.stdout.readline())
+        p.stdout.close()  # like `| head -1`
+        rc = p.wait(timeout=KILL_AFTER)
+        err = p.stderr.read()
+    finally:
+        p.kill()
+    assert rc == 0, err
+    assert_clean(err)
+    assert f"plot written to {png}" in err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ---------------------------------------------------------------------------- one hour of audio
 
 HOUR_RATE = 8000  # Hz: keeps the file at 58 MB
