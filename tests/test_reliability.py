@@ -226,18 +226,25 @@ def test_unreadable_file_even_as_root(tmp_path, monkeypatch):
     assert str(e.value) == f"{f}: permission denied"
 
 
-def test_analyze_output_closed_by_the_reader(tmp_path):
+def _analyze_until_the_reader_leaves(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    """Run `analyze` on two minutes of audio, read one line, close stdout (like `| head -1`):
+    (exit status, stderr)."""
     f = tmp_path / "two_minutes.wav"
     sf.write(f, np.tile(tone(440, 1.0, sr=8000), 120), 8000)
-    p = subprocess.Popen([sys.executable, "-m", "neuroear", "analyze", str(f), "--format", "jsonl"], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "neuroear", "analyze", str(f), "--format", "jsonl", *extra], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         json.loads(p.stdout.readline())
-        p.stdout.close()  # like `| head -1`
+        p.stdout.close()
         rc = p.wait(timeout=KILL_AFTER)
         err = p.stderr.read()
     finally:
         p.kill()
+    return rc, err
+
+
+def test_analyze_output_closed_by_the_reader(tmp_path):
+    rc, err = _analyze_until_the_reader_leaves(tmp_path)
     assert rc == 0, err
     assert_clean(err)
     assert "BrokenPipe" not in err
@@ -245,18 +252,8 @@ def test_analyze_output_closed_by_the_reader(tmp_path):
 
 def test_analyze_plot_is_still_drawn_when_the_reader_goes_away(tmp_path):
     pytest.importorskip("matplotlib")
-    f = tmp_path / "two_minutes.wav"
-    sf.write(f, np.tile(tone(440, 1.0, sr=8000), 120), 8000)
     png = tmp_path / "p.png"
-    p = subprocess.Popen([sys.executable, "-m", "neuroear", "analyze", str(f), "--format", "jsonl", "--plot", str(png)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        json.loads(p.stdout.readline())
-        p.stdout.close()  # like `| head -1`
-        rc = p.wait(timeout=KILL_AFTER)
-        err = p.stderr.read()
-    finally:
-        p.kill()
+    rc, err = _analyze_until_the_reader_leaves(tmp_path, "--plot", str(png))
     assert rc == 0, err
     assert_clean(err)
     assert f"plot written to {png}" in err
