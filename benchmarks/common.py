@@ -110,11 +110,15 @@ def sha256(path: Path) -> str:
 def portable(text: str) -> str:
     """``text`` with this checkout's and this interpreter's absolute paths made relative,
     so result files say nothing about the machine's directory layout."""
-    return text.replace(sys.executable, "python").replace(str(ROOT) + os.sep, "")
+    scripts = os.path.join(sys.prefix, "bin") + os.sep  # console scripts such as `neuroear`
+    return text.replace(sys.executable, "python").replace(scripts, "").replace(str(ROOT) + os.sep, "")
 
 
 def busy_processes(min_cpu: float = 20.0) -> list[str]:
-    """Other processes using CPU right now (``ps``): what else the numbers were measured next to."""
+    """Other processes using CPU right now (``ps``): what else the numbers were measured next to.
+
+    This process and its parent are left out: `neuroear bench` runs this script as a child and
+    only waits for it (its CPU share is its own start-up)."""
     try:
         r = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -122,7 +126,7 @@ def busy_processes(min_cpu: float = 20.0) -> list[str]:
     out = []
     for line in r.stdout.splitlines()[:8]:
         parts = line.split(None, 2)
-        if len(parts) == 3 and int(parts[0]) != os.getpid() and not parts[2].startswith("ps "):
+        if len(parts) == 3 and int(parts[0]) not in (os.getpid(), os.getppid()) and not parts[2].startswith("ps "):
             try:
                 if float(parts[1]) >= min_cpu:
                     out.append(f"{parts[1]}% {portable(parts[2])[:100]}")
