@@ -229,6 +229,11 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, d
         snr = rng.uniform(0.0, 40.0)
         colour = rng.choice(["white", "pink", "brown"])
         x = x + coloured_noise(x.size, rng, colour) * rms * 10 ** (-snr / 20)
+    return _random_peak_gain(x, rng)
+
+
+def _random_peak_gain(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scale x to a random peak of −35 to −1 dBFS (recording levels vary that much); float32 in [-1, 1]."""
     peak = np.abs(x).max() + 1e-9
     x = x * (10 ** (rng.uniform(-35.0, -1.0) / 20) / peak)
     return np.clip(x, -1.0, 1.0).astype(np.float32)
@@ -248,7 +253,7 @@ class LibraryAugment:
     seeded here, so a run is reproducible when sampling is single-threaded (it is).
     """
 
-    def __init__(self, seed: int, *, strength: float, distort_p: float, n_rooms: int = 96) -> None:
+    def __init__(self, seed: int, *, n_rooms: int = 96) -> None:
         import random
 
         import audiomentations as A
@@ -257,8 +262,6 @@ class LibraryAugment:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         rng = np.random.default_rng(seed)
-        self.rng = rng
-        self.strength = strength
         self.rirs: list[np.ndarray] = []
         for _ in range(n_rooms):
             dims = rng.uniform([3.0, 3.0, 2.4], [14.0, 11.0, 5.0])
@@ -275,21 +278,23 @@ class LibraryAugment:
             ir = ir[int(np.argmax(np.abs(ir))) :][: SR]  # align the direct path: no extra delay
             self.rirs.append(ir / (np.sqrt(np.sum(ir**2)) + 1e-9))
 
-        def chain(k: float, dist: float) -> "A.Compose":
-            return A.Compose(
-                [
-                    A.SevenBandParametricEQ(min_gain_db=-8.0, max_gain_db=8.0, p=0.5 * k),
-                    A.LowPassFilter(min_cutoff_freq=2000.0, max_cutoff_freq=7000.0, p=0.3 * k),
-                    A.HighPassFilter(min_cutoff_freq=60.0, max_cutoff_freq=400.0, p=0.3 * k),
-                    A.TanhDistortion(min_distortion=0.3, max_distortion=0.9, p=dist),
-                    A.PitchShift(min_semitones=-1.0, max_semitones=1.0, p=0.15 * k),
-                    A.TimeStretch(min_rate=0.9, max_rate=1.1, leave_length_unchanged=True, p=0.15 * k),
-                ]
-            )
-
-        self._chain = chain
-        self._chains: dict[tuple[float, float], A.Compose] = {}
+        self._chains: dict[tuple[float, float], A.Compose] = {}  # one per (strength, distortion p)
         self.noise = A.AddColorNoise(min_snr_db=0.0, max_snr_db=40.0, min_f_decay=-6.0, max_f_decay=0.0, p=1.0)
+
+    @staticmethod
+    def _chain(k: float, dist: float):  # noqa: ANN205 (audiomentations.Compose)
+        import audiomentations as A
+
+        return A.Compose(
+            [
+                A.SevenBandParametricEQ(min_gain_db=-8.0, max_gain_db=8.0, p=0.5 * k),
+                A.LowPassFilter(min_cutoff_freq=2000.0, max_cutoff_freq=7000.0, p=0.3 * k),
+                A.HighPassFilter(min_cutoff_freq=60.0, max_cutoff_freq=400.0, p=0.3 * k),
+                A.TanhDistortion(min_distortion=0.3, max_distortion=0.9, p=dist),
+                A.PitchShift(min_semitones=-1.0, max_semitones=1.0, p=0.15 * k),
+                A.TimeStretch(min_rate=0.9, max_rate=1.1, leave_length_unchanged=True, p=0.15 * k),
+            ]
+        )
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, distort_p: float = 0.1) -> np.ndarray:
         """Same contract as ``augment``: float32 [n] → float32 [n] in [-1, 1]."""
@@ -305,9 +310,7 @@ class LibraryAugment:
             x = (wet * (np.sqrt(np.mean(x**2)) / (np.sqrt(np.mean(wet**2)) + 1e-9))).astype(np.float32)
         if rng.random() < 0.5 * strength:
             x = self.noise(samples=x.astype(np.float32), sample_rate=SR)
-        peak = np.abs(x).max() + 1e-9
-        x = x * (10 ** (rng.uniform(-35.0, -1.0) / 20) / peak)
-        return np.clip(x, -1.0, 1.0).astype(np.float32)
+        return _random_peak_gain(x, rng)
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -346,7 +349,7 @@ class Sampler:
         if cfg.augment_library == "numpy":
             self.augment = augment
         elif cfg.augment_library == "audiomentations":
-            self.augment = LibraryAugment(seed, strength=cfg.augment_strength, distort_p=cfg.guitar_distort_p)
+            self.augment = LibraryAugment(seed)
         else:
             raise NeuroEarError(f"unknown augment_library {cfg.augment_library!r}: numpy or audiomentations")
         if self.drawable.size == 0:
