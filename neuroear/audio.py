@@ -406,7 +406,7 @@ class Resampler:
         rows = -(-n_out // m)
         zp = np.zeros(rows * m + k - 1, np.float32)
         zp[: z.size] = z
-        frames = np.lib.stride_tricks.as_strided(zp, shape=(rows, m + k - 1), strides=(m * 4, 4), writeable=False)
+        frames = np.lib.stride_tricks.sliding_window_view(zp, m + k - 1)[::m]  # [rows, m + k − 1], no copy
         return (frames @ self._matrix).reshape(-1)[:n_out]
 
     def resample_chunk(self, x: np.ndarray, last: bool = False) -> np.ndarray:
