@@ -65,17 +65,23 @@ def run(args: argparse.Namespace) -> None:
         subprocess.run([sys.executable, "scripts/model_metrics.py", str(d / "model.onnx"), *sets, "--out", str(d / "metrics.json")], check=True, cwd=ROOT)
 
 
+def _split(run_name: str) -> tuple[str, int]:
+    """``"audiomentations-s1"`` → ("audiomentations", 1); ``"base"`` → ("base", 0)."""
+    head, _, tail = run_name.rpartition("-s")
+    return (head, int(tail)) if head and tail.isdigit() else (run_name, 0)
+
+
 def collect(args: argparse.Namespace) -> None:
     rows = {}
     order = {name: i for i, name in enumerate(VARIANTS)}
-    for d in sorted(Path(args.runs).iterdir(), key=lambda p: (p.name.rsplit("-s", 1)[-1].isdigit(), order.get(p.name.rsplit("-s", 1)[0], len(order)), p.name)):
+    for d in sorted(Path(args.runs).iterdir(), key=lambda p: (_split(p.name)[1], order.get(_split(p.name)[0], len(order)), p.name)):
         if not (d / "model.json").is_file() or not (d / "metrics.json").is_file():
             continue
         card = json.loads((d / "model.json").read_text())
         m = json.loads((d / "metrics.json").read_text())
         hist = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines() if x.strip()]
         name = d.name
-        variant = name.rsplit("-s", 1)[0] if name.rsplit("-s", 1)[-1].isdigit() else name
+        variant = _split(name)[0]
         val = card["metrics"]["validation"]
         rows[name] = {
             "what": VARIANTS.get(variant, ("", {}))[0],
