@@ -117,7 +117,7 @@ class CQTFrontEnd(nn.Module):
         )
 
         if cfg.norm == "pcen":
-            frames = 16_000 * cfg.sample_rate // 16_000 // cfg.hop_length + 1  # one-second window
+            frames = cfg.sample_rate // cfg.hop_length + 1  # frames in a one-second window
             self.register_buffer("pcen_smooth", pcen_smoother(frames, cfg.sample_rate, cfg.hop_length))
         elif cfg.norm not in ("window", "none"):
             raise ValueError(f"unknown CQT norm {cfg.norm!r}: window, pcen or none")
