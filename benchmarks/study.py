@@ -32,6 +32,18 @@ def plateau_step(history: list[dict], *, tol: float = 0.02) -> int:
     return int(history[int(np.argmax(losses <= best * (1 + tol)))]["step"])
 
 
+def reused_plain_runs(path: Path, steps: int, seeds: list[int], val_every: int) -> list[dict]:
+    """The optimizers study's Adam runs as the blocks study's plain arm: Adam on plain blocks
+    with the same data, steps and seeds is exactly that run, so training it again only costs time."""
+    old = json.loads(path.read_text())
+    if old.get("study") != "optimizers" or old.get("steps") != steps:
+        raise SystemExit(f"{path}: not an optimizers study of {steps} steps")
+    runs = [dict(r, variant="plain") for r in old["runs"] if r["variant"] == "adam" and r["seed"] in seeds]
+    if {r["seed"] for r in runs} != set(seeds) or any(r["history"][0]["step"] != val_every for r in runs):
+        raise SystemExit(f"{path}: its Adam runs do not cover seeds {seeds} at --val-every {val_every}")
+    return runs
+
+
 def main() -> None:
     from neuroear import train as T
     from neuroear.export import git_commit
@@ -44,10 +56,22 @@ def main() -> None:
     ap.add_argument("--rendered", action="append", default=[])
     ap.add_argument("--val-every", type=int, default=50)
     ap.add_argument("--cache", default="runs/cache")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    ap.add_argument(
+        "--plain-from",
+        help="blocks only: take the plain arm from this optimizers-study JSON (its Adam runs are the same runs)",
+    )
     args = ap.parse_args()
 
     base = T.TrainConfig(
-        real=tuple(args.real), rendered=tuple(args.rendered), steps=args.steps, val_every=args.val_every, val_windows=600, schedule="constant", ema=0.0
+        real=tuple(args.real),
+        rendered=tuple(args.rendered),
+        steps=args.steps,
+        val_every=args.val_every,
+        val_windows=600,
+        schedule="constant",
+        ema=0.0,
+        threads=args.threads,
     )
     clips = T.load_clips(base, Path(args.cache))  # decoded once, shared by every run
     if args.what == "optimizers":
@@ -55,8 +79,12 @@ def main() -> None:
     else:
         variants = {"plain": {"net": base.net}, "residual": {"net": replace(base.net, residual=True)}}
     runs = []
+    if args.what == "blocks" and args.plain_from:
+        runs = reused_plain_runs(Path(args.plain_from), args.steps, args.seeds, args.val_every)
     for name, change in variants.items():
         for seed in args.seeds:
+            if any(r["variant"] == name and r["seed"] == seed for r in runs):
+                continue
             cfg = replace(base, seed=seed, **change)
             t0 = time.time()
             res = T.train(cfg, clips=clips, log=lambda s: None)

@@ -327,6 +327,10 @@ class MixConfig:
     augment_strength: float = 1.0
     guitar_distort_p: float = 0.4  # amp-style clipping of guitar (the dev guitar is distorted electric)
     augment_library: str = "numpy"  # "numpy": hand-rolled ``augment``; "audiomentations": ``LibraryAugment``
+    # How a clip is picked within its (kind, label) pool. "clip": uniformly, so a 5 s note counts
+    # as much as a 3 min phrase stem; "sqrt_duration": weight ∝ √duration, which gives the few long
+    # real phrases (guitar, voice, accordion) more windows without letting one stem dominate.
+    clip_weighting: str = "clip"
 
 
 class Sampler:
@@ -346,6 +350,15 @@ class Sampler:
         if missing and strict:
             raise NeuroEarError(f"no training audio for labels: {', '.join(missing)}")
         self.drawable = np.array([i for i, lab in enumerate(self.labels) if self.kinds[lab]])
+        if cfg.clip_weighting not in ("clip", "sqrt_duration"):
+            raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: clip or sqrt_duration")
+        self.pool_cdf: dict[tuple[str, str], np.ndarray | None] = {}
+        for key, pool in self.pools.items():
+            if cfg.clip_weighting == "sqrt_duration":
+                w = np.sqrt(np.array([c.audio.size for c in pool], dtype=np.float64))
+                self.pool_cdf[key] = np.cumsum(w) / w.sum()
+            else:
+                self.pool_cdf[key] = None
         if cfg.augment_library == "numpy":
             self.augment = augment
         elif cfg.augment_library == "audiomentations":
@@ -362,7 +375,11 @@ class Sampler:
         else:
             kind = kinds[0]
         pool = self.pools[(kind, label)]
-        clip = pool[self.rng.integers(len(pool))]
+        cdf = self.pool_cdf[(kind, label)]
+        if cdf is None:
+            clip = pool[self.rng.integers(len(pool))]
+        else:
+            clip = pool[min(int(np.searchsorted(cdf, self.rng.random(), side="right")), len(pool) - 1)]
         # windows may start a little before the clip, so onsets after silence are seen too
         lo, hi = -WIN // 3, max(-WIN // 3 + 1, clip.audio.size - (2 * WIN) // 3)
         for _ in range(4):  # prefer sounding windows

@@ -35,6 +35,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from feeder import LoopFeeder  # stream/feeder.py (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 MIC_SCRIPT = ROOT / "stream" / "virtual-mic.sh"
 DEFAULT_CLIP = ROOT / "neuroear" / "examples" / "example.ogg"
@@ -106,59 +108,6 @@ class PrivatePulse:
                 pass
             self.pid = None
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class LoopFeeder:
-    """Writes ``pcm`` (s16le bytes) into a FIFO over and over at ``rate`` in real time, never blocking.
-
-    Audio that the reader does not drain is dropped beyond half a second (as a live microphone
-    would) and counted in ``dropped_bytes``; a reader that goes away (EPIPE) ends the writer.
-    """
-
-    TICK = 0.005  # s
-
-    def __init__(self, fifo: Path, rate: int, pcm: bytes) -> None:
-        self.fifo, self.rate, self.pcm = fifo, rate, pcm
-        self.written = 0  # bytes
-        self.dropped_bytes = 0
-        self.broken = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="soak-feeder", daemon=True)
-
-    def start(self) -> "LoopFeeder":
-        self._fd = os.open(str(self.fifo), os.O_WRONLY | os.O_NONBLOCK)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        os.close(self._fd)
-
-    def _run(self) -> None:
-        bps = 2 * self.rate
-        t0, produced, pos, pending = time.monotonic(), 0, 0, b""
-        while not self._stop.is_set():
-            due = int((time.monotonic() - t0) * bps) & ~1
-            while produced < due:
-                take = min(due - produced, len(self.pcm) - pos)
-                pending += self.pcm[pos : pos + take]
-                pos, produced = (pos + take) % len(self.pcm), produced + take
-            if pending:
-                try:
-                    n = os.write(self._fd, pending)
-                    self.written += n
-                    pending = pending[n:]
-                except BlockingIOError:
-                    pass
-                except OSError:  # EPIPE: the source went away
-                    self.broken = True
-                    return
-            if len(pending) > bps // 2:
-                cut = (len(pending) - bps // 2) & ~1
-                self.dropped_bytes += cut
-                pending = pending[cut:]
-            time.sleep(self.TICK)
 
 
 def _proc_sample(pid: int) -> dict | None:

@@ -84,3 +84,24 @@ def test_library_augmentation_changes_the_sound_within_bounds() -> None:
 def test_unknown_augment_library_is_refused() -> None:
     with pytest.raises(NeuroEarError, match="augment_library"):
         D.Sampler(clips(), LABELS, cfg=D.MixConfig(augment_library="sox"))
+
+
+@pytest.mark.parametrize(("weighting", "expected_long_share"), [("clip", 0.5), ("sqrt_duration", 0.8)])
+def test_clip_weighting_favours_long_clips_by_root_duration(weighting: str, expected_long_share: float) -> None:
+    # one label, two clips: a 1 s note at 220 Hz and a 16 s phrase at 660 Hz; √16 : √1 = 4 : 1
+    short = np.round(tone(220.0, 1.0) * 32767).astype(np.int16)
+    long = np.round(np.tile(tone(660.0, 1.0), 16) * 32767).astype(np.int16)
+    pool = [D.Clip(short, "piano", "render", "short.flac"), D.Clip(long, "piano", "render", "long.flac")]
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0, clip_weighting=weighting)
+    s = D.Sampler(pool, ("piano",), cfg=cfg, seed=1)
+    picks = []
+    for _ in range(300):
+        x, _ = s.one()
+        f = np.fft.rfftfreq(x.size, 1 / SR)[np.abs(np.fft.rfft(x)).argmax()]
+        picks.append(abs(f - 660.0) < 20)
+    assert abs(np.mean(picks) - expected_long_share) < 0.08
+
+
+def test_unknown_clip_weighting_is_refused() -> None:
+    with pytest.raises(NeuroEarError, match="clip_weighting"):
+        D.Sampler(clips(), LABELS, cfg=D.MixConfig(clip_weighting="length"))

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ import pytest
 from test_live import ROOT, cli, env, validator
 
 SCRIPT = ROOT / "stream" / "virtual-mic.sh"
+sys.path.insert(0, str(ROOT / "stream"))
+from feeder import ClipFeeder  # noqa: E402  (stream/feeder.py)
 KILL_AFTER = 90  # s: hard limit for any listen process
 
 
@@ -62,104 +65,9 @@ def mic():
         subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=60)
 
 
-class Feeder:
-    """Writes s16le mono PCM into the FIFO at real-time pace, never blocking.
-
-    Silence unless ``play()`` queued a clip. Audio that PulseAudio does not drain (nobody records)
-    is discarded beyond half a second, as a live microphone would. ``writes`` logs
-    (first sample index, samples, monotonic time) of every write, to time samples into the FIFO;
-    ``clip_starts`` the FIFO sample index where each played clip began.
-    """
-
-    TICK = 0.005  # s
-
-    def __init__(self, fifo: Path, rate: int) -> None:
-        self.fifo, self.rate = fifo, rate
-        self._queue: list[list] = []  # [samples left, started?]
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.produced = 0
-        self.writes: list[tuple[int, int, float]] = []
-        self.clip_starts: list[int] = []
-        self._thread = threading.Thread(target=self._run, name="fifo-feeder", daemon=True)
-
-    def start(self) -> "Feeder":
-        self._fd = os.open(str(self.fifo), os.O_WRONLY | os.O_NONBLOCK)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        os.close(self._fd)
-
-    def play(self, samples: np.ndarray) -> int:
-        """Queue a clip (float32 at the mic's rate); returns the FIFO sample where it begins, once it does."""
-        with self._lock:
-            n = len(self.clip_starts) + len(self._queue)
-            self._queue.append([np.asarray(samples, dtype=np.float32), False])
-        while len(self.clip_starts) <= n:
-            time.sleep(0.002)
-        return self.clip_starts[n]
-
-    def quiet(self, seconds: float) -> None:
-        """Drop whatever is queued and let ``seconds`` of silence through."""
-        with self._lock:
-            self._queue.clear()
-        time.sleep(seconds)
-
-    def _next(self, n: int) -> np.ndarray:
-        out = np.zeros(n, dtype=np.float32)
-        filled = 0
-        with self._lock:
-            while self._queue and filled < n:
-                item = self._queue[0]
-                if not item[1]:
-                    item[1] = True
-                    self.clip_starts.append(self.produced + filled)
-                take = min(n - filled, item[0].size)
-                out[filled : filled + take] = item[0][:take]
-                filled += take
-                item[0] = item[0][take:]
-                if not item[0].size:
-                    self._queue.pop(0)
-        return out
-
-    def _run(self) -> None:
-        t0 = time.monotonic()
-        pending = b""
-        pending_start = 0
-        while not self._stop.is_set():
-            due = int((time.monotonic() - t0) * self.rate)
-            if due > self.produced:
-                pcm = (np.clip(self._next(due - self.produced), -1, 1) * 32767).astype("<i2").tobytes()
-                if not pending:
-                    pending_start = self.produced
-                pending += pcm
-                self.produced = due
-            if pending:
-                try:
-                    n = os.write(self._fd, pending)
-                    self.writes.append((pending_start, n // 2, time.monotonic()))
-                    pending, pending_start = pending[n:], pending_start + n // 2
-                except BlockingIOError:
-                    pass
-            if len(pending) > self.rate:  # > 0.5 s undrained: drop the oldest, like a live mic
-                cut = len(pending) - self.rate
-                pending, pending_start = pending[cut:], pending_start + cut // 2
-            time.sleep(self.TICK)
-
-    def write_time(self, sample: int) -> float:
-        """Monotonic time the FIFO sample ``sample`` was written."""
-        for first, n, t in reversed(self.writes):
-            if first <= sample < first + n:
-                return t
-        raise KeyError(sample)
-
-
 @pytest.fixture(scope="module")
 def feeder(mic):
-    f = Feeder(*mic).start()
+    f = ClipFeeder(*mic).start()
     time.sleep(0.3)
     yield f
     time.sleep(0.5)  # listen processes are gone (they run under timeouts) before the feeder stops
@@ -296,7 +204,7 @@ def test_no_input_device_is_one_clear_line():
 # ----------------------------------------------------------------------------- latency and instruments
 
 
-def measure_latency(feeder: Feeder, *, seconds: float = 14.0, hop: float = 0.25, seed: int = 0) -> dict:
+def measure_latency(feeder: ClipFeeder, *, seconds: float = 14.0, hop: float = 0.25, seed: int = 0) -> dict:
     """End-to-end latency, sample written into the FIFO → its JSON line read from the pipe.
 
     Plays loud noise bursts in silence. A window holding only silence gives the same probabilities
