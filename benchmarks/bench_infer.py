@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, loadavg, median, summarize, time_calls
+from common import loadavg, median, summarize, time_calls
 
 THREADS = (1, 2)
 BATCHES = (1, 8, 64)

@@ -24,10 +24,10 @@ PulseAudio virtual microphone of ``stream/virtual-mic.sh`` when one is running (
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -189,35 +189,6 @@ def _mic_settings() -> tuple[dict | None, str]:
     return s, ""
 
 
-class _Feeder(threading.Thread):
-    """Writes ``clip`` (looped) as s16le into the FIFO at real-time pace, never blocking, until stopped."""
-
-    def __init__(self, fifo: str, rate: int, clip: np.ndarray) -> None:
-        super().__init__(name="bench-fifo-feeder", daemon=True)
-        self.fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        self.rate, self.pcm = rate, (np.clip(clip, -1, 1) * 32767).astype("<i2")
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        t0, produced, pending = time.monotonic(), 0, b""
-        while not self.halt.is_set():
-            due = int((time.monotonic() - t0) * self.rate)
-            if due > produced:
-                idx = np.arange(produced, due) % self.pcm.size
-                pending += self.pcm[idx].tobytes()
-                produced = due
-            if pending:
-                try:
-                    n = os.write(self.fd, pending)
-                    pending = pending[n:]
-                except BlockingIOError:
-                    pass
-            if len(pending) > self.rate:  # nobody drains: drop, as a live microphone would
-                pending = pending[-self.rate :]
-            time.sleep(0.005)
-        os.close(self.fd)
-
-
 def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple = (None, 16_000)) -> dict:
     """The same loop fed by PortAudio from the PulseAudio virtual microphone (skipped with a note if absent).
 
@@ -233,11 +204,14 @@ def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple
     except ImportError:
         return {"skipped": "PyAudio not installed (the 'live' extra)"}
     from common import bench_signal
-    from neuroear import live
+    from neuroear import device
+
+    sys.path.insert(0, str(ROOT / "stream"))
+    from feeder import LoopFeeder  # stream/feeder.py
 
     rate = int(settings.get("NEUROEAR_MIC_RATE", 48000))
-    feeder = _Feeder(settings["NEUROEAR_MIC_FIFO"], rate, bench_signal(30.0, rate))
-    feeder.start()
+    pcm = (np.clip(bench_signal(30.0, rate), -1, 1) * 32767).astype("<i2").tobytes()
+    feeder = LoopFeeder(Path(settings["NEUROEAR_MIC_FIFO"]), rate, pcm).start()
     time.sleep(0.3)
     out: dict = {"mic": {"fifo": settings["NEUROEAR_MIC_FIFO"], "rate": rate, "source": settings.get("NEUROEAR_MIC_SOURCE")}}
     try:
@@ -245,7 +219,7 @@ def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple
             key = "device_rate" if capture_rate is None else f"capture_{capture_rate}"
             result: dict = {}
             try:
-                src = live.DeviceSource(None, rate=capture_rate)
+                src = device.DeviceSource(None, rate=capture_rate)
             except Exception as exc:
                 out[key] = {"skipped": f"{type(exc).__name__}: {exc}"}
                 continue
@@ -264,6 +238,5 @@ def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple
             out[key] = result
     finally:
         time.sleep(0.3)
-        feeder.halt.set()
-        feeder.join(5)
+        feeder.stop()
     return out

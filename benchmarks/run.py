@@ -12,7 +12,6 @@ that ratios stay valid on a noisy machine; the load average is recorded next to 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time

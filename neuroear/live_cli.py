@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """Print the input devices as a table on stdout; error if there are none."""
-    from neuroear.live import NO_DEVICE_HELP, list_devices
+    from neuroear.device import NO_DEVICE_HELP, list_devices
 
     devices = list_devices()
     if not devices:
@@ -219,7 +219,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """``neuroear listen``: returns the exit code (0 after Ctrl-C/SIGTERM, end of input or a closed pipe)."""
-    from neuroear import audio, live
+    from neuroear import audio, device, live
     from neuroear.infer import Detector
     from neuroear.policy import Policy, PolicyConfig, parse_thresholds
     from neuroear.sinks import JsonlSink
@@ -236,21 +236,21 @@ def cmd_listen(args: argparse.Namespace) -> int:
         overrides=parse_thresholds(args.threshold, detector.labels),
         hysteresis=args.hysteresis, smooth=args.smooth,
     )
-    block = args.block or live.DEFAULT_BLOCK_FRAMES
+    block = args.block or device.DEFAULT_BLOCK_FRAMES
     if args.demo:
         clip = live.example_clip()
         source = live.FileSource(clip, block=block, realtime=True, name=f"demo:{clip.name}")
     elif args.input:
         source = live.FileSource(args.input, block=block, realtime=args.realtime)
     else:
-        reconnect = live.DEFAULT_RECONNECT_SECONDS if args.reconnect is None else args.reconnect
-        source = live.DeviceSource(args.device, rate=args.rate, channels=args.channels, block=block, reconnect=reconnect)
+        reconnect = device.DEFAULT_RECONNECT_SECONDS if args.reconnect is None else args.reconnect
+        source = device.DeviceSource(args.device, rate=args.rate, channels=args.channels, block=block, reconnect=reconnect)
 
     dashboard_on = not args.no_dashboard and _isatty(sys.stderr)
     stdout_tty = _isatty(sys.stdout)
     json_on = args.jsonl or not stdout_tty or not dashboard_on
     sink = JsonlSink(sys.stdout) if json_on else None
-    is_device = isinstance(source, live.DeviceSource)
+    is_device = isinstance(source, device.DeviceSource)
     session = Session(
         detector=detector, policy=Policy(config), sink=sink, events=args.events, hop=args.hop,
         source=source.name, model=detector.name, provider=detector.provider, is_device=is_device,

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, SR, run_cli, tone
-from neuroear import audio, live
+from neuroear import audio, device
 from neuroear.errors import NeuroEarError
 from neuroear.ringbuffer import Block, RingBuffer, Streamer
 
@@ -674,7 +674,7 @@ class FakeStream:
                 return
             t = (frames + np.arange(self.block)) / self.rate
             x = np.repeat((0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[:, None], self.channels, axis=1)
-            status = live.PA_INPUT_OVERFLOW if w.overflow_every and n % w.overflow_every == w.overflow_every - 1 else 0
+            status = device.PA_INPUT_OVERFLOW if w.overflow_every and n % w.overflow_every == w.overflow_every - 1 else 0
             self.callback(x.tobytes(), self.block, {}, status)
             frames, n = frames + self.block, n + 1
             time.sleep(max(0.0, t0 + frames / self.rate - time.monotonic()))
@@ -726,9 +726,9 @@ def fake_card(monkeypatch) -> FakeWorld:
             pass
 
     fake = types.SimpleNamespace(PyAudio=FakePyAudio, paFloat32=1)
-    monkeypatch.setattr(live, "_pyaudio", lambda: fake)
-    monkeypatch.setattr(live, "RECONNECT_FIRST_SECONDS", 0.05)
-    monkeypatch.setattr(live, "RECONNECT_MAX_BACKOFF_SECONDS", 0.2)
+    monkeypatch.setattr(device, "_pyaudio", lambda: fake)
+    monkeypatch.setattr(device, "RECONNECT_FIRST_SECONDS", 0.05)
+    monkeypatch.setattr(device, "RECONNECT_MAX_BACKOFF_SECONDS", 0.2)
     yield world
     for s in world.streams:
         s.stop_stream()
