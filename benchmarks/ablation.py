@@ -29,6 +29,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "audiomentations": ("augmentation from audiomentations + pyroomacoustics rooms (+ pitch shift, time stretch)", {"mix": {"augment_library": "audiomentations"}}),
     "specmask": ("SpecAugment-style masking of CQT bands and frames in training", {"net": {"spec_mask": 8}}),
     "real70": ("70 % real recordings per batch instead of 50 %", {"mix": {"real_fraction": 0.7}}),
+    "background": ("an unlabelled bed of 2–4 instruments 14–30 dB under 30 % of the labelled windows", {"mix": {"background_p": 0.3}}),
+    "sqrtdur": ("clips picked with weight ∝ √duration instead of uniformly (more of the long real phrases)", {"mix": {"clip_weighting": "sqrt_duration"}}),
 }
 
 SETS = {
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace) -> None:
     base = json.loads(Path(args.base).read_text())
     base["steps"] = args.steps
     base["seed"] = args.seed
+    if args.threads:
+        base["threads"] = args.threads
     suffix = f"-s{args.seed}" if args.seed else ""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +127,7 @@ def main() -> None:
     r.add_argument("--out", default="runs/abl")
     r.add_argument("--only", nargs="+", choices=list(VARIANTS))
     r.add_argument("--seed", type=int, default=0, help="training seed; runs of seed N go to NAME-sN")
+    r.add_argument("--threads", type=int, help="torch threads per run (default: the base config's)")
     r.set_defaults(func=run)
     c = sub.add_parser("collect")
     c.add_argument("runs", nargs="?", default="runs/abl")

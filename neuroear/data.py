@@ -331,6 +331,10 @@ class MixConfig:
     # as much as a 3 min phrase stem; "sqrt_duration": weight ∝ √duration, which gives the few long
     # real phrases (guitar, voice, accordion) more windows without letting one stem dominate.
     clip_weighting: str = "clip"
+    # Chance a labelled window gets an unlabelled bed of 2–4 other instruments 14–30 dB below it:
+    # sound that far under the lead is background, not a detection (secondary instruments of a
+    # mixture stay labelled down to -8 dB, so the two never overlap).
+    background_p: float = 0.0
 
 
 class Sampler:
@@ -368,7 +372,7 @@ class Sampler:
         if self.drawable.size == 0:
             raise NeuroEarError("no audio for any label")
 
-    def _draw(self, label: str) -> tuple[np.ndarray, bool]:
+    def _draw(self, label: str, *, augment: bool = True) -> tuple[np.ndarray, bool]:
         kinds = self.kinds[label]
         if len(kinds) == 2:
             kind = "real" if self.rng.random() < self.cfg.real_fraction else "render"
@@ -388,6 +392,8 @@ class Sampler:
             if on:
                 break
         seg = crop(clip, start - CONTEXT, CONTEXT + WIN)
+        if not augment:
+            return seg, on
         distort = self.cfg.guitar_distort_p if label == "guitar" else 0.05
         seg = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort)
         return seg, on
@@ -411,8 +417,21 @@ class Sampler:
             gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(-8, 3) / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
+        if y.any() and self.rng.random() < self.cfg.background_p:
+            x += self._background(n, float(np.sqrt(np.mean(x[-WIN:] ** 2))))
         x = self.augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
         return x[-WIN:], y
+
+    def _background(self, n: int, fg_rms: float) -> np.ndarray:
+        """An unlabelled bed [n] of 2–4 instruments, in total 14–30 dB below ``fg_rms``."""
+        bed = np.zeros(n, dtype=np.float32)
+        for li in self.rng.choice(self.drawable, size=int(self.rng.integers(2, 5))):
+            seg, _ = self._draw(self.labels[li], augment=False)
+            bed += seg / (np.sqrt(np.mean(seg[-WIN:] ** 2)) + 1e-9)
+        rms = float(np.sqrt(np.mean(bed[-WIN:] ** 2)))
+        if rms < 1e-9:
+            return bed
+        return bed * (fg_rms / rms * 10 ** (-self.rng.uniform(14.0, 30.0) / 20))
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """x [size, WIN] float32 in [-1, 1], y [size, n_labels] float32 multi-hot."""

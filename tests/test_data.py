@@ -105,3 +105,26 @@ def test_clip_weighting_favours_long_clips_by_root_duration(weighting: str, expe
 def test_unknown_clip_weighting_is_refused() -> None:
     with pytest.raises(NeuroEarError, match="clip_weighting"):
         D.Sampler(clips(), LABELS, cfg=D.MixConfig(clip_weighting="length"))
+
+
+def test_background_bed_is_quiet_and_unlabelled() -> None:
+    # tones at distinct pitches: 220 (piano), 440 (violin), 880 Hz (flute), all sounding throughout
+    pool = [D.Clip(np.round(np.tile(tone(f, 1.0), 4) * 32767).astype(np.int16), lab, "render", f"{lab}.flac") for lab, f in zip(LABELS, (220.0, 440.0, 880.0))]
+    freqs = {220: "piano", 440: "violin", 880: "flute"}
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0, background_p=1.0)
+    s = D.Sampler(pool, LABELS, cfg=cfg, seed=3)
+    beds = 0
+    for _ in range(40):
+        x, y = s.one()
+        assert y.sum() == 1  # the bed never adds a label
+        spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+        f = np.fft.rfftfreq(x.size, 1 / SR)
+        power = {lab: spec[np.abs(f - hz) < 15].sum() for hz, lab in freqs.items()}
+        lead = LABELS[int(y.argmax())]
+        assert max(power, key=power.get) == lead
+        others = sum(p for lab, p in power.items() if lab != lead)
+        if others > 0:
+            ratio_db = 10 * np.log10(power[lead] / others)
+            assert ratio_db > 12.0  # bed total ≥ 14 dB down, minus leakage of a same-pitch bed part
+            beds += ratio_db < 40.0
+    assert beds >= 20  # and it is really there most of the time
