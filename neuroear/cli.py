@@ -192,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = T.TrainConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else T.TrainConfig()
     changes = {}
-    for key in ("steps", "batch", "optimizer", "lr", "seed"):
+    for key in ("steps", "batch", "optimizer", "lr", "seed", "init"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
     if args.real:
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=["sgd", "nesterov", "adagrad", "adadelta", "adam"])
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
+    t.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning; same labels and shape)")
     t.add_argument("--out", default="runs/latest", help="run folder for checkpoint.pt, config.json, history.jsonl")
     t.add_argument("--cache", default="runs/cache", help="where decoded real audio is cached")
     t.set_defaults(func=cmd_train)

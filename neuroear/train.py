@@ -46,6 +46,7 @@ class TrainConfig:
     val_windows: int = 1200
     val_every: int = 250
     threads: int = 2
+    init: str | None = None  # checkpoint to start from (fine-tuning); same labels, front end and net
     cqt: CQTConfig = CQTConfig()
     net: NetConfig = NetConfig()
     mix: D.MixConfig = D.MixConfig()
@@ -118,6 +119,22 @@ def _predict(model: torch.nn.Module, x: np.ndarray, batch: int = 128) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _load_init(model: Detector, cfg: TrainConfig) -> None:
+    """Start from ``cfg.init``'s weights; its labels, front end and net shape must be this run's."""
+    from neuroear.export import load_checkpoint
+
+    start, ck = load_checkpoint(Path(cfg.init))
+    shape = ("channels", "convs", "residual")
+    ours, theirs = cfg.net.to_dict(), ck["net"]
+    if (
+        tuple(ck["labels"]) != tuple(cfg.labels)
+        or ck["cqt"] != json.loads(json.dumps(cfg.cqt.to_dict()))
+        or any(json.dumps(ours[k]) != json.dumps(theirs.get(k)) for k in shape)
+    ):
+        raise NeuroEarError(f"{cfg.init}: checkpoint's labels, front end or net shape differ from this run's config; cannot start from it")
+    model.load_state_dict(start.state_dict())
+
+
 def load_clips(cfg: TrainConfig, cache: Path | None) -> tuple[list[D.Clip], list[D.Clip]]:
     """(train clips, validation clips): real and rendered, split by file-name hash."""
     clips: list[D.Clip] = []
@@ -156,6 +173,8 @@ def train(
     val_x, val_y = D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False).batch(cfg.val_windows)
 
     model = Detector(cfg.labels, cfg.cqt, cfg.net)
+    if cfg.init:
+        _load_init(model, cfg)
     ema = copy.deepcopy(model)
     log(f"model: {n_params(model)} parameters; optimizer {cfg.optimizer}; {cfg.steps} steps × {cfg.batch}")
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
