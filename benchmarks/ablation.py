@@ -33,6 +33,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "sqrtdur": ("clips picked with weight ∝ √duration instead of uniformly (more of the long real phrases)", {"mix": {"clip_weighting": "sqrt_duration"}}),
 }
 
+NOISE_CONDITIONS = ("babble 10 dB", "pink 10 dB")
+
 SETS = {
     "synthetic": "runs/render-test-timgm/manifest.jsonl",
     "real-dev": "../shared/data/real-dev",
@@ -99,10 +101,16 @@ def collect(args: argparse.Namespace) -> None:
             "dev_macro_f1": m["real-dev"]["macro_f1"],
             "dev_top1": m["real-dev"]["top1"],
         }
+        if (d / "noise.json").is_file():  # from benchmarks/noise.py --only clean babble:10 pink:10 --out NAME/noise.json
+            res = json.loads((d / "noise.json").read_text())["results"]
+            for cond in NOISE_CONDITIONS:
+                for key, set_name in (("synthetic", "synthetic-heldout-timgm"), ("dev", "real-dev")):
+                    if cond in res.get(set_name, {}):
+                        rows[name][f"{key}_{cond.replace(' ', '')}_macro_f1"] = res[set_name][cond]["macro_f1"]
     for name, r in rows.items():  # Δ against the base run of the same seed
         ref = rows.get("base" if r["seed"] == 0 else f"base-s{r['seed']}")
         if ref is not None:
-            for k in ("synthetic_macro_f1", "dev_macro_f1"):
+            for k in [k for k in r if k.endswith("macro_f1") and k in ref]:
                 r[f"delta_{k}"] = round(r[k] - ref[k], 4)
     doc = {
         "note": "one seed per variant; val is drawn with each variant's own augmentation, so compare val only between variants with the same augmentation",
@@ -116,6 +124,14 @@ def collect(args: argparse.Namespace) -> None:
             f"| {name} | {r['val_calibrated_macro_f1']:.3f} | {r['synthetic_macro_f1']:.3f} / {r['synthetic_top1']:.3f} | "
             f"{r.get('delta_synthetic_macro_f1', 0):+.3f} | {r['dev_macro_f1']:.3f} / {r['dev_top1']:.3f} | {r.get('delta_dev_macro_f1', 0):+.3f} |"
         )
+    noisy = [(n, r) for n, r in rows.items() if any("dB" in k for k in r)]
+    if noisy:
+        keys = [f"{s}_{c.replace(' ', '')}_macro_f1" for c in NOISE_CONDITIONS for s in ("synthetic", "dev")]
+        print("\n| variant | " + " | ".join(k.removesuffix("_macro_f1").replace("_", " ") + " (Δ)" for k in keys) + " |")
+        print("|---|" + "---:|" * len(keys))
+        for name, r in noisy:
+            cells = [f"{r[k]:.3f} ({r.get('delta_' + k, 0):+.3f})" if k in r else "–" for k in keys]
+            print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
