@@ -1,9 +1,10 @@
 """The seed's two studies, reproducible: optimisers (SGD, Nesterov, Adagrad, Adadelta, Adam with
 torch defaults) and plain vs residual blocks — same data, same budget, several seeds each.
 
-    python benchmarks/study.py optimizers --steps 300 --seeds 0 1 2 \
+    python benchmarks/study.py optimizers --steps 800 --val-every 100 --seeds 0 1 2 --threads 1 \
         --real ../shared/data/real-train --rendered runs/render-train/manifest.jsonl
-    python benchmarks/study.py blocks --steps 300 --seeds 0 1 2 ...
+    python benchmarks/study.py blocks --steps 800 --val-every 100 --seeds 0 1 2 --threads 1 \
+        --plain-from benchmarks/results/study-optimizers.json ...
 
 Writes benchmarks/results/study-<what>.json (every run's loss curves and scores) and
 benchmarks/results/study-<what>.png (training and validation loss, mean ± spread over seeds).
