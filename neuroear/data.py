@@ -417,7 +417,8 @@ class Sampler:
             gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(-8, 3) / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
-        if y.any() and self.rng.random() < self.cfg.background_p:
+        # drawn only when enabled, so configs without a bed keep their exact random stream
+        if self.cfg.background_p > 0 and y.any() and self.rng.random() < self.cfg.background_p:
             x += self._background(n, float(np.sqrt(np.mean(x[-WIN:] ** 2))))
         x = self.augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
         return x[-WIN:], y
