@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a checkpoint to one ONNX file (needs the 'train' extra)")
     x.add_argument("checkpoint")
-    x.add_argument("--out", default="models/neuroear-v2.onnx")
+    x.add_argument("--out", default="models/neuroear-v3.onnx")
     x.add_argument("--name", help="model name (default: the file stem)")
     x.add_argument("--metrics", help="JSON file of metrics to embed in the model card")
     x.set_defaults(func=cmd_export)
