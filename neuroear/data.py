@@ -356,13 +356,11 @@ class Sampler:
         self.drawable = np.array([i for i, lab in enumerate(self.labels) if self.kinds[lab]])
         if cfg.clip_weighting not in ("clip", "sqrt_duration"):
             raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: clip or sqrt_duration")
-        self.pool_cdf: dict[tuple[str, str], np.ndarray | None] = {}
-        for key, pool in self.pools.items():
-            if cfg.clip_weighting == "sqrt_duration":
+        self.pool_cdf: dict[tuple[str, str], np.ndarray] = {}  # weighted pools only; others are uniform
+        if cfg.clip_weighting == "sqrt_duration":
+            for key, pool in self.pools.items():
                 w = np.sqrt(np.array([c.audio.size for c in pool], dtype=np.float64))
                 self.pool_cdf[key] = np.cumsum(w) / w.sum()
-            else:
-                self.pool_cdf[key] = None
         if cfg.augment_library == "numpy":
             self.augment = augment
         elif cfg.augment_library == "audiomentations":
@@ -379,7 +377,7 @@ class Sampler:
         else:
             kind = kinds[0]
         pool = self.pools[(kind, label)]
-        cdf = self.pool_cdf[(kind, label)]
+        cdf = self.pool_cdf.get((kind, label))
         if cdf is None:
             clip = pool[self.rng.integers(len(pool))]
         else:

@@ -123,14 +123,12 @@ def _load_init(model: Detector, cfg: TrainConfig) -> None:
     """Start from ``cfg.init``'s weights; its labels, front end and net shape must be this run's."""
     from neuroear.export import load_checkpoint
 
-    start, ck = load_checkpoint(Path(cfg.init))
-    shape = ("channels", "convs", "residual")
-    ours, theirs = cfg.net.to_dict(), ck["net"]
-    if (
-        tuple(ck["labels"]) != tuple(cfg.labels)
-        or ck["cqt"] != json.loads(json.dumps(cfg.cqt.to_dict()))
-        or any(json.dumps(ours[k]) != json.dumps(theirs.get(k)) for k in shape)
-    ):
+    start, _ = load_checkpoint(Path(cfg.init))  # built from the checkpoint's own labels and configs
+
+    def shape(net: NetConfig) -> tuple:  # what the weights depend on (dropout, spec_mask do not)
+        return tuple(net.channels), net.convs, net.residual
+
+    if start.labels != tuple(cfg.labels) or start.cqt_cfg != cfg.cqt or shape(start.net_cfg) != shape(cfg.net):
         raise NeuroEarError(f"{cfg.init}: checkpoint's labels, front end or net shape differ from this run's config; cannot start from it")
     model.load_state_dict(start.state_dict())
 
