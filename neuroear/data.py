@@ -176,13 +176,18 @@ def crop(clip: Clip, start: int, length: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- augmentation
 
 
+def _rms(x: np.ndarray) -> np.floating:
+    """Root mean square of [n] samples, as a numpy scalar of x's dtype (callers add their own floor)."""
+    return np.sqrt(np.mean(x**2))
+
+
 def coloured_noise(n: int, rng: np.random.Generator, colour: str) -> np.ndarray:
     """Unit-RMS noise [n]: white (flat), pink (1/f power) or brown (1/f² power)."""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
     spec *= {"white": 1.0, "pink": f**-0.5, "brown": f**-1.0}[colour]
     x = np.fft.irfft(spec, n)
-    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+    return (x / (_rms(x) + 1e-12)).astype(np.float32)
 
 
 def _filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -211,7 +216,7 @@ def _reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     nfft = 1 << int(np.ceil(np.log2(x.size + n_ir)))
     wet = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(ir, nfft), nfft)[: x.size]
     mix = rng.uniform(0.1, 0.6)
-    return ((1 - mix) * x + mix * wet * (np.sqrt(np.mean(x**2)) / (np.sqrt(np.mean(wet**2)) + 1e-9))).astype(np.float32)
+    return ((1 - mix) * x + mix * wet * (_rms(x) / (_rms(wet) + 1e-9))).astype(np.float32)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, distort_p: float = 0.1) -> np.ndarray:
@@ -224,7 +229,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, d
         peak = np.abs(x).max() + 1e-9
         drive = rng.uniform(2.0, 25.0)
         x = np.tanh(drive * x / peak).astype(np.float32)
-    rms = np.sqrt(np.mean(x**2)) + 1e-9
+    rms = _rms(x) + 1e-9
     if rng.random() < 0.5 * strength:
         snr = rng.uniform(0.0, 40.0)
         colour = rng.choice(["white", "pink", "brown"])
@@ -307,7 +312,7 @@ class LibraryAugment:
 
             ir = self.rirs[int(rng.integers(len(self.rirs)))]
             wet = fftconvolve(x, ir)[: x.size]
-            x = (wet * (np.sqrt(np.mean(x**2)) / (np.sqrt(np.mean(wet**2)) + 1e-9))).astype(np.float32)
+            x = (wet * (_rms(x) / (_rms(wet) + 1e-9))).astype(np.float32)
         if rng.random() < 0.5 * strength:
             x = self.noise(samples=x.astype(np.float32), sample_rate=SR)
         return _random_peak_gain(x, rng)
@@ -411,13 +416,13 @@ class Sampler:
         x = np.zeros(n, dtype=np.float32)
         for j, li in enumerate(chosen):
             seg, on = self._draw(self.labels[li])
-            rms = np.sqrt(np.mean(seg[-WIN:] ** 2)) + 1e-9
+            rms = _rms(seg[-WIN:]) + 1e-9
             gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(-8, 3) / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
         # drawn only when enabled, so configs without a bed keep their exact random stream
         if self.cfg.background_p > 0 and y.any() and self.rng.random() < self.cfg.background_p:
-            x += self._background(n, float(np.sqrt(np.mean(x[-WIN:] ** 2))))
+            x += self._background(n, float(_rms(x[-WIN:])))
         x = self.augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
         return x[-WIN:], y
 
@@ -426,8 +431,8 @@ class Sampler:
         bed = np.zeros(n, dtype=np.float32)
         for li in self.rng.choice(self.drawable, size=int(self.rng.integers(2, 5))):
             seg, _ = self._draw(self.labels[li], augment=False)
-            bed += seg / (np.sqrt(np.mean(seg[-WIN:] ** 2)) + 1e-9)
-        rms = float(np.sqrt(np.mean(bed[-WIN:] ** 2)))
+            bed += seg / (_rms(seg[-WIN:]) + 1e-9)
+        rms = float(_rms(bed[-WIN:]))
         if rms < 1e-9:
             return bed
         return bed * (fg_rms / rms * 10 ** (-self.rng.uniform(14.0, 30.0) / 20))

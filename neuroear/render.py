@@ -51,14 +51,14 @@ from neuroear.score import (  # re-exported: the score half of rendering
     PROGRAMS,
     RANGES,
     Phrase,
-    _atomic_write,
-    _events,
-    _Score,
+    Score,
     compose,
     fit_pitches,
     load_phrases,
+    midi_events,
     sounding,
     transpose_into_range,
+    write_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class _Fluid:
         self._write.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int] * 2
         self._write.restype = ctypes.c_int
 
-    def render(self, sc: _Score, *, program: int, seconds: float, fx: dict[str, float]) -> np.ndarray:
+    def render(self, sc: Score, *, program: int, seconds: float, fx: dict[str, float]) -> np.ndarray:
         """Mono float32 [seconds · rate] of the score played by ``program``."""
         s = self.synth
         s.system_reset()
@@ -107,7 +107,7 @@ class _Fluid:
         total = int(round(seconds * self.rate))
         buf = np.zeros(2 * total, dtype=np.float32)
         pos = 0
-        for t, _, kind, a, b in _events(sc):
+        for t, _, kind, a, b in midi_events(sc):
             f = min(total, int(round(t * self.rate)))
             if f > pos:
                 self._write(s.synth, f - pos, buf.ctypes.data, 2 * pos, 2, buf.ctypes.data, 2 * pos + 1, 2)
@@ -134,12 +134,12 @@ def _vlq(n: int) -> bytes:
     return bytes(reversed(out))
 
 
-def _midi_file(sc: _Score, program: int) -> bytes:
+def _midi_file(sc: Score, program: int) -> bytes:
     """Standard MIDI file (format 0, 1 tick = 1/960 s) of the score on channel 0."""
     track, last = bytearray(_vlq(0) + b"\xff\x51\x03" + (500_000).to_bytes(3, "big")), 0  # 120 bpm, 480 ppq
     track += _vlq(0) + bytes([0xC0, program])
     codes = {"on": 0x90, "off": 0x80, "cc": 0xB0}
-    for t, _, kind, a, b in _events(sc):
+    for t, _, kind, a, b in midi_events(sc):
         tick = int(round(t * 960))
         track += _vlq(tick - last) + bytes([codes[kind], a, b if kind != "off" else 64])
         last = tick
@@ -155,7 +155,7 @@ class _Timidity:
         self.programs = _cfg_programs(cfg)
         self.tmp = Path(tempfile.mkdtemp(prefix="neuroear-timidity-"))
 
-    def render(self, sc: _Score, *, program: int, seconds: float, fx: dict[str, float]) -> np.ndarray:
+    def render(self, sc: Score, *, program: int, seconds: float, fx: dict[str, float]) -> np.ndarray:
         import soundfile as sf
 
         mid, wav = self.tmp / "clip.mid", self.tmp / "clip.wav"
@@ -203,7 +203,7 @@ def render_notes(
     """
     r = _Fluid(Path(font), rate=RENDER_RATE)
     try:
-        sc = _Score(notes=list(notes), ccs=[(0.0, CC_REVERB, 0), (0.0, CC_CHORUS, 0)])
+        sc = Score(notes=list(notes), ccs=[(0.0, CC_REVERB, 0), (0.0, CC_CHORUS, 0)])
         fx = {"room": 0.2, "damp": 0.5, "width": 0.5, "reverb": 0.0, "chorus": 0.0, "speed": 0.3, "depth": 2.0}
         x = r.render(sc, program=program, seconds=seconds, fx=fx)
     finally:
@@ -335,8 +335,8 @@ def render_set(
                 }  # fmt: skip
         finally:
             synth.close()
-    _atomic_write(manifest, "".join(json.dumps(rows[key]) + "\n" for key in sorted(rows)))
-    _atomic_write(params_path, json.dumps(params, indent=1))
+    write_atomic(manifest, "".join(json.dumps(rows[key]) + "\n" for key in sorted(rows)))
+    write_atomic(params_path, json.dumps(params, indent=1))
     wall = time.perf_counter() - start
     log.info("rendered %.0f s of audio in %.1f s (%.0f× real time) to %s", rendered, wall, rendered / max(wall, 1e-9), out_dir)
     return manifest

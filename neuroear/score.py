@@ -2,8 +2,8 @@
 
     music21 corpus (ABC folk tunes, Bach chorales) → `load_phrases` (parsed once, cached as JSON)
     → per clip `compose`: one instrument program, styles (melody, chorale, block chords, arpeggios,
-      strums, power chords, oom-pah), tempo, articulation, dynamics and controllers → a ``_Score``
-      of notes in seconds, controller changes and sustain-pedal spans → `_events` for a synthesiser.
+      strums, power chords, oom-pah), tempo, articulation, dynamics and controllers → a ``Score``
+      of notes in seconds, controller changes and sustain-pedal spans → `midi_events` for a synthesiser.
 
 ``render`` turns these scores into audio. ``sounding`` gives the intervals in which the
 instrument sounds (note-on to note-off, extended while the pedal holds), the clips' labels.
@@ -117,7 +117,7 @@ def _corpus_pool(cache: Path) -> tuple[list[str], list[str]]:
         abc += [f"abc/{rel}#{k}" for k in range(n)]
     bach = sorted(f"bach/{p.relative_to(root / 'bach').as_posix()}" for p in corpus.getComposer("bach") if p.suffix in (".mxl", ".xml"))
     cache.mkdir(parents=True, exist_ok=True)
-    _atomic_write(index, json.dumps({"abc": abc, "bach": bach}))
+    write_atomic(index, json.dumps({"abc": abc, "bach": bach}))
     return abc, bach
 
 
@@ -192,7 +192,7 @@ def load_phrases(*, n_pieces: int, seed: int, cache_dir: Path | None = None) -> 
                 parts = _parse_piece(piece)
             except Exception as exc:  # music21 raises many types on odd ABC; skip the piece
                 parts = {"error": f"{type(exc).__name__}: {exc}"[:200]}
-            _atomic_write(path, json.dumps(parts))
+            write_atomic(path, json.dumps(parts))
         if isinstance(parts, dict) or not parts or any(len(p) < 4 for p in parts):
             warnings.warn(f"{piece}: skipped ({parts.get('error') if isinstance(parts, dict) else 'too few notes'})", stacklevel=2)
             continue
@@ -230,7 +230,7 @@ def transpose_into_range(phrase: Phrase, lo: int, hi: int, *, rng: np.random.Gen
 
 
 @dataclass
-class _Score:
+class Score:
     """A clip's performance: notes (on s, off s, pitch, velocity), controllers (t s, cc, value), pedal (down s, up s)."""
 
     notes: list[tuple[float, float, int, int]] = field(default_factory=list)
@@ -367,7 +367,7 @@ def _perform(style: str, ex: list[tuple[float, float, int]], spq: float, label: 
     return notes, pedal
 
 
-def compose(label: str, program: int, phrases: Sequence[Phrase], *, seconds: float, rng: np.random.Generator) -> _Score:
+def compose(label: str, program: int, phrases: Sequence[Phrase], *, seconds: float, rng: np.random.Generator) -> Score:
     """A random performance of score excerpts by one instrument, filling ``seconds`` (s).
 
     Excerpts follow one another with rests between them now and then (and sometimes a silent
@@ -377,7 +377,7 @@ def compose(label: str, program: int, phrases: Sequence[Phrase], *, seconds: flo
     mono = [p for p in phrases if not p.polyphonic]
     poly = [p for p in phrases if p.polyphonic] or mono
     styles, weights = _styles(label, program)
-    sc = _Score()
+    sc = Score()
     sc.ccs.append((0.0, CC_VOLUME, int(rng.integers(85, 128))))
     sc.ccs.append((0.0, CC_REVERB, int(rng.integers(0, 90))))
     sc.ccs.append((0.0, CC_CHORUS, int(rng.integers(0, 50))))
@@ -415,7 +415,7 @@ def compose(label: str, program: int, phrases: Sequence[Phrase], *, seconds: flo
     return sc
 
 
-def _tidy(sc: _Score, seconds: float) -> None:
+def _tidy(sc: Score, seconds: float) -> None:
     """Clip notes to the clip, enforce a minimum length, and end a note before the same pitch restarts."""
     notes = sorted((on, min(off, seconds), p, v) for on, off, p, v in sc.notes if on < seconds - MIN_NOTE_SECONDS)
     by_pitch: dict[int, int] = {}
@@ -434,7 +434,7 @@ def _tidy(sc: _Score, seconds: float) -> None:
     sc.ccs = sorted(c for c in sc.ccs if c[0] < seconds)
 
 
-def sounding(sc: _Score) -> list[tuple[float, float]]:
+def sounding(sc: Score) -> list[tuple[float, float]]:
     """Union of the intervals (s) in which notes are held, by key or by the sustain pedal."""
     iv = []
     for on, off, _, _ in sc.notes:
@@ -452,7 +452,7 @@ def sounding(sc: _Score) -> list[tuple[float, float]]:
 
 
 # --------------------------------------------------------------------------- score → timed events
-def _events(sc: _Score) -> list[tuple[float, int, str, int, int]]:
+def midi_events(sc: Score) -> list[tuple[float, int, str, int, int]]:
     """(time s, order, kind, a, b) sorted; at equal times note-offs, then controllers, then note-ons."""
     ev = [(on, 2, "on", p, v) for on, _, p, v in sc.notes] + [(off, 0, "off", p, 0) for _, off, p, _ in sc.notes]
     ev += [(t, 1, "cc", c, v) for t, c, v in sc.ccs]
@@ -460,7 +460,7 @@ def _events(sc: _Score) -> list[tuple[float, int, str, int, int]]:
     return sorted(ev)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
