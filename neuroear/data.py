@@ -340,6 +340,9 @@ class MixConfig:
     # sound that far under the lead is background, not a detection (secondary instruments of a
     # mixture stay labelled down to -8 dB, so the two never overlap).
     background_p: float = 0.0
+    # The bed's level in dB below the lead, drawn uniformly from (lo, hi); lo stays above the
+    # mixture partners' 8 dB so a labelled partner is never quieter than an unlabelled bed.
+    background_db: tuple[float, float] = (14.0, 30.0)
 
 
 class Sampler:
@@ -359,6 +362,9 @@ class Sampler:
         if missing and strict:
             raise NeuroEarError(f"no training audio for labels: {', '.join(missing)}")
         self.drawable = np.array([i for i, lab in enumerate(self.labels) if self.kinds[lab]])
+        lo, hi = cfg.background_db
+        if not 8.0 < lo <= hi:
+            raise NeuroEarError(f"background_db {cfg.background_db!r}: need 8 < lo <= hi dB below the lead (partners go down to 8)")
         if cfg.clip_weighting not in ("clip", "sqrt_duration"):
             raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: clip or sqrt_duration")
         self.pool_cdf: dict[tuple[str, str], np.ndarray] = {}  # weighted pools only; others are uniform
@@ -427,7 +433,7 @@ class Sampler:
         return x[-WIN:], y
 
     def _background(self, n: int, fg_rms: float) -> np.ndarray:
-        """An unlabelled bed [n] of 2–4 instruments, in total 14–30 dB below ``fg_rms``."""
+        """An unlabelled bed [n] of 2–4 instruments, in total ``cfg.background_db`` dB below ``fg_rms``."""
         bed = np.zeros(n, dtype=np.float32)
         for li in self.rng.choice(self.drawable, size=int(self.rng.integers(2, 5))):
             seg, _ = self._draw(self.labels[li], augment=False)
@@ -435,7 +441,8 @@ class Sampler:
         rms = float(_rms(bed[-WIN:]))
         if rms < 1e-9:
             return bed
-        return bed * (fg_rms / rms * 10 ** (-self.rng.uniform(14.0, 30.0) / 20))
+        lo, hi = self.cfg.background_db
+        return bed * (fg_rms / rms * 10 ** (-self.rng.uniform(lo, hi) / 20))
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """x [size, WIN] float32 in [-1, 1], y [size, n_labels] float32 multi-hot."""

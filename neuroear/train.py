@@ -69,7 +69,10 @@ class TrainConfig:
             net["channels"] = tuple(net["channels"])
             d["net"] = NetConfig(**net)
         if "mix" in d:
-            d["mix"] = D.MixConfig(**d["mix"])
+            mix = dict(d["mix"])
+            if "background_db" in mix:  # JSON gives a list
+                mix["background_db"] = tuple(mix["background_db"])
+            d["mix"] = D.MixConfig(**mix)
         return cls(**d)
 
 

@@ -107,13 +107,14 @@ def test_unknown_clip_weighting_is_refused() -> None:
         D.Sampler(clips(), LABELS, cfg=D.MixConfig(clip_weighting="length"))
 
 
-def test_background_bed_is_quiet_and_unlabelled() -> None:
+@pytest.mark.parametrize("db", [(14.0, 30.0), (10.0, 12.0)])
+def test_background_bed_is_quiet_and_unlabelled(db: tuple[float, float]) -> None:
     # tones at distinct pitches: 220 (piano), 440 (violin), 880 Hz (flute), all sounding throughout
     pool = [D.Clip(np.round(np.tile(tone(f, 1.0), 4) * 32767).astype(np.int16), lab, "render", f"{lab}.flac") for lab, f in zip(LABELS, (220.0, 440.0, 880.0))]
     freqs = {220: "piano", 440: "violin", 880: "flute"}
-    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0, background_p=1.0)
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0, background_p=1.0, background_db=db)
     s = D.Sampler(pool, LABELS, cfg=cfg, seed=3)
-    beds = 0
+    beds, ratios = 0, []
     for _ in range(40):
         x, y = s.one()
         assert y.sum() == 1  # the bed never adds a label
@@ -125,6 +126,14 @@ def test_background_bed_is_quiet_and_unlabelled() -> None:
         others = sum(p for lab, p in power.items() if lab != lead)
         if others > 0:
             ratio_db = 10 * np.log10(power[lead] / others)
-            assert ratio_db > 12.0  # bed total ≥ 14 dB down, minus leakage of a same-pitch bed part
+            assert ratio_db > db[0] - 2.0  # bed total ≥ db[0] down, minus leakage of a same-pitch bed part
             beds += ratio_db < 40.0
+            ratios.append(ratio_db)
     assert beds >= 20  # and it is really there most of the time
+    if db[1] < 20.0:  # a narrow, loud range is obeyed from above too: no bed far quieter than asked
+        assert np.median(ratios) < db[1] + 3.0
+
+
+def test_background_db_must_stay_above_mixture_partners() -> None:
+    with pytest.raises(NeuroEarError, match="background_db"):
+        D.Sampler(clips(), LABELS, cfg=D.MixConfig(background_db=(6.0, 30.0)))
