@@ -32,6 +32,7 @@ WIN = audio.WINDOW_SAMPLES
 CONTEXT = SR // 2  # samples of audio before each window, so reverb tails come from real history
 MIN_ACTIVE_SECONDS = 0.15  # s of sounding notes a window needs to carry a rendered label
 REAL_QUIET_DB = 35.0  # dB below a real clip's loudest window: quieter windows carry no label
+PARTNER_DB = (-8.0, 3.0)  # dB: a labelled mixture partner's level relative to the lead
 
 
 @dataclass
@@ -338,10 +339,10 @@ class MixConfig:
     clip_weighting: str = "clip"
     # Chance a labelled window gets an unlabelled bed of 2–4 other instruments 14–30 dB below it:
     # sound that far under the lead is background, not a detection (secondary instruments of a
-    # mixture stay labelled down to -8 dB, so the two never overlap).
+    # mixture stay labelled down to PARTNER_DB[0] = -8 dB, so the two never overlap).
     background_p: float = 0.0
     # The bed's level in dB below the lead, drawn uniformly from (lo, hi); lo stays above the
-    # mixture partners' 8 dB so a labelled partner is never quieter than an unlabelled bed.
+    # mixture partners' lowest level (PARTNER_DB) so a labelled partner is never quieter than an unlabelled bed.
     background_db: tuple[float, float] = (14.0, 30.0)
 
 
@@ -363,8 +364,11 @@ class Sampler:
             raise NeuroEarError(f"no training audio for labels: {', '.join(missing)}")
         self.drawable = np.array([i for i, lab in enumerate(self.labels) if self.kinds[lab]])
         lo, hi = cfg.background_db
-        if not 8.0 < lo <= hi:
-            raise NeuroEarError(f"background_db {cfg.background_db!r}: need 8 < lo <= hi dB below the lead (partners go down to 8)")
+        if not -PARTNER_DB[0] < lo <= hi:
+            raise NeuroEarError(
+                f"background_db {cfg.background_db!r}: need {-PARTNER_DB[0]:g} < lo <= hi dB below the lead "
+                f"(labelled partners go down to {-PARTNER_DB[0]:g})"
+            )
         if cfg.clip_weighting not in ("clip", "sqrt_duration"):
             raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: clip or sqrt_duration")
         self.pool_cdf: dict[tuple[str, str], np.ndarray] = {}  # weighted pools only; others are uniform
@@ -423,7 +427,7 @@ class Sampler:
         for j, li in enumerate(chosen):
             seg, on = self._draw(self.labels[li])
             rms = _rms(seg[-WIN:]) + 1e-9
-            gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(-8, 3) / 20)
+            gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(*PARTNER_DB) / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
         # drawn only when enabled, so configs without a bed keep their exact random stream
