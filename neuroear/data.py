@@ -337,13 +337,21 @@ class MixConfig:
     # as much as a 3 min phrase stem; "sqrt_duration": weight ∝ √duration, which gives the few long
     # real phrases (guitar, voice, accordion) more windows without letting one stem dominate.
     clip_weighting: str = "clip"
-    # Chance a labelled window gets an unlabelled bed of 2–4 other instruments 14–30 dB below it:
+    # Chance a labelled window gets an unlabelled bed of 2–4 other instruments far below it:
     # sound that far under the lead is background, not a detection (secondary instruments of a
     # mixture stay labelled down to PARTNER_DB[0] = -8 dB, so the two never overlap).
     background_p: float = 0.0
     # The bed's level in dB below the lead, drawn uniformly from (lo, hi); lo stays above the
     # mixture partners' lowest level (PARTNER_DB) so a labelled partner is never quieter than an unlabelled bed.
     background_db: tuple[float, float] = (14.0, 30.0)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MixConfig":
+        """Rebuild from a config.json entry: JSON's list back to a tuple."""
+        d = dict(d)
+        if "background_db" in d:
+            d["background_db"] = tuple(d["background_db"])
+        return cls(**d)
 
 
 class Sampler:

@@ -130,9 +130,7 @@ def load_checkpoint(path: Path) -> tuple[Detector, dict]:
         raise NeuroEarError(f"{path}: checkpoint not found") from None
     except Exception as exc:
         raise NeuroEarError(f"{path}: not a neuroear checkpoint ({exc})") from None
-    net = dict(ck["net"])
-    net["channels"] = tuple(net["channels"])
-    det = Detector(tuple(ck["labels"]), CQTConfig(**ck["cqt"]), NetConfig(**net))
+    det = Detector(tuple(ck["labels"]), CQTConfig(**ck["cqt"]), NetConfig.from_dict(ck["net"]))
     missing, unexpected = det.load_state_dict(ck["state_dict"], strict=False)
     # checkpoints from before the matrix-product front end lack its derived filter matrix
     if unexpected or any(not k.endswith("lowpass_gemm") for k in missing):

@@ -35,6 +35,11 @@ class NetConfig:
         d["channels"] = list(self.channels)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        """Inverse of ``to_dict`` (a config.json or checkpoint entry): JSON's list back to a tuple."""
+        return cls(**{**d, "channels": tuple(d["channels"])})
+
 
 class Block(nn.Module):
     """``convs`` × (conv3×3 → BN → ReLU), optionally with a residual shortcut."""

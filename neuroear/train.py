@@ -65,14 +65,9 @@ class TrainConfig:
         if "cqt" in d:
             d["cqt"] = CQTConfig(**d["cqt"])
         if "net" in d:
-            net = dict(d["net"])
-            net["channels"] = tuple(net["channels"])
-            d["net"] = NetConfig(**net)
+            d["net"] = NetConfig.from_dict(d["net"])
         if "mix" in d:
-            mix = dict(d["mix"])
-            if "background_db" in mix:  # JSON gives a list
-                mix["background_db"] = tuple(mix["background_db"])
-            d["mix"] = D.MixConfig(**mix)
+            d["mix"] = D.MixConfig.from_dict(d["mix"])
         return cls(**d)
 
 
