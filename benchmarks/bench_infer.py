@@ -39,9 +39,9 @@ def _detector(model: Path, threads: int):
 
 
 def _windows16(sig16: np.ndarray) -> np.ndarray:
-    from neuroear import audio
+    from neuroear import framing
 
-    return audio.windows(sig16)[1]
+    return framing.windows(sig16)[1]
 
 
 # ----------------------------------------------------------------------------- per hop
@@ -100,7 +100,7 @@ def _analyze_once(det, path: Path, *, batch: int) -> int:
         with open(os.devnull, "w") as sink:
             w = analyze.Writer("jsonl", det.labels, sink)
             n = 0
-            for r in analyze.analyze_file(det, path):
+            for r in analyze.analyze_file(path, detector=det):
                 w.write(r)
                 n += 1
     finally:
@@ -138,15 +138,15 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
 
     ours         : ``analyze_file`` with the shipped ONNX model (batch 64) → JSON Lines
     seed_style   : ``librosa.load`` 44.1 kHz → per-window ``librosa.cqt`` (dB) → seed CNN (torch eager, batch 1)
-    torch_eager  : ``audio.stream`` (decode + resample) → windows → ``neuroear.model.Detector`` (default
+    torch_eager  : ``audio.stream`` (decode + resample) → windows → ``neuroear.training.model.InstrumentNet`` (default
                    configs, nnAudio CQT) + sigmoid in torch eager, batch 64
     """
     import torch
 
     import seed as seedmod
-    from neuroear import audio
-    from neuroear.model import Detector as TorchDetector
-    from neuroear.model import WithSigmoid, n_params
+    from neuroear import audio, framing
+    from neuroear.training.model import InstrumentNet as TorchDetector
+    from neuroear.training.model import WithSigmoid, n_params
 
     torch.set_num_threads(threads)
     det = _detector(model, threads)
@@ -161,8 +161,8 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
         return len(seed_pipe.predict(w))
 
     def torch_eager() -> int:
-        x = audio.load(path44)
-        wins = audio.windows(x)[1]
+        x = audio.load(path44, sample_rate=framing.SAMPLE_RATE)
+        wins = framing.windows(x)[1]
         with torch.inference_mode():
             for i in range(0, len(wins), 64):
                 tdet(torch.from_numpy(wins[i : i + 64]))
@@ -215,7 +215,7 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
 
     # per hop, batch 1, interleaved in slices so all three see the same machine
     w44 = seedmod.load_windows_44k(str(path44))
-    w16 = audio.windows(audio.load(path44))[1]
+    w16 = framing.windows(audio.load(path44, sample_rate=framing.SAMPLE_RATE))[1]
     det1 = det if threads == 1 else _detector(model, 1)
     hop: dict[str, list[float]] = defaultdict(list)
     c16, c44 = itertools.cycle(w16), itertools.cycle(w44)
@@ -294,8 +294,9 @@ def analyze_stages(model: Path, path: Path, *, seconds: float) -> dict:
     """Seconds spent in each stage of ``analyze_file`` on one file (default settings, ORT threads default)."""
     import soundfile as sf
 
-    from neuroear import audio
+    from neuroear import audio, framing
     from neuroear.analyze import WindowResult
+    from neuroear.resample import Resampler
 
     det = _detector(model, 0)
     t = {}
@@ -314,14 +315,14 @@ def analyze_stages(model: Path, path: Path, *, seconds: float) -> dict:
     monos = [audio.sanitize(audio.to_mono(b))[0] for b in blocks]
     t["mono_sanitize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if info.samplerate != audio.SAMPLE_RATE:
-        rs = audio.Resampler(info.samplerate, audio.SAMPLE_RATE)
-        res = [rs.resample_chunk(m, last=i == len(monos) - 1) for i, m in enumerate(monos)]
+    if info.samplerate != framing.SAMPLE_RATE:
+        resampler = Resampler(info.samplerate, framing.SAMPLE_RATE)
+        res = [resampler.resample_chunk(m, last=i == len(monos) - 1) for i, m in enumerate(monos)]
     else:
         res = monos
     t["resample"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fr = audio.Framer()
+    fr = framing.Framer()
     pairs = []
     for r in res:
         pairs += fr.push(r)

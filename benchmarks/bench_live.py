@@ -1,4 +1,4 @@
-"""Per-stage latency of the live loop, through the real ``neuroear.live.run`` (not a re-implementation).
+"""Per-stage latency of the live loop, through the real ``neuroear.live.loop.run`` (not a re-implementation).
 
 The loop, its ``Streamer`` (resampler + ring buffer), the ``Detector``, the ``Policy`` and the JSON Lines
 sink are the package's own; this script only wraps them with timers:
@@ -8,7 +8,7 @@ stage          what is timed (per block or per window)
 =============  =====================================================================================
 capture        device: the PortAudio callback (copy + enqueue), per block; file: reading + decoding one block
 queue          block available (device callback / paced file due time) → the consumer has it, per block
-resample       ``audio.Resampler.resample_chunk`` per block: FIR + soxr QQ (absent when the source is at 16 kHz)
+resample       ``rs.Resampler.resample_chunk`` per block: FIR + soxr QQ (absent when the source is at 16 kHz)
 ring_write     ``RingBuffer.write`` per chunk
 window         ``RingBuffer.read`` of one window (the copy handed to the model), per window
 cut            last sample of the window available → window cut (queue + ring; the resampler holds nothing back)
@@ -63,14 +63,14 @@ class _TimedResampler:
 
 
 def _instrumented_streamer(timings: dict):
-    from neuroear.ringbuffer import Streamer
+    from neuroear.live.streamer import Streamer
 
     class TimedStreamer(Streamer):
         def reset(self) -> None:
             super().reset()
             if self._resampler is not None:
                 self._resampler = _TimedResampler(self._resampler, timings["resample"])
-            ring = self.ring
+            ring = self.framer.ring
             if "read" not in ring.__dict__:
                 ring.read = _timed(ring.read, timings["window"])
                 ring.write = _timed(ring.write, timings["ring_write"])
@@ -79,12 +79,12 @@ def _instrumented_streamer(timings: dict):
 
 
 def run_loop(source, *, model: Path, hop_seconds: float, duration: float | None, threads: int = 1, device: bool = False) -> dict:
-    """Run ``live.run`` on ``source`` with the shipped policy and a JSON Lines sink; per-stage timings."""
-    from neuroear import audio, live
+    """Run ``loop.run`` on ``source`` with the shipped policy and a JSON Lines sink; per-stage timings."""
     from neuroear.infer import Detector
-    from neuroear.live_cli import Session
-    from neuroear.policy import Policy, PolicyConfig
-    from neuroear.sinks import JsonlSink
+    from neuroear.live import loop
+    from neuroear.live.policy import Policy, PolicyConfig
+    from neuroear.live.session import Session
+    from neuroear.live.sinks import JsonlSink
 
     timings: dict[str, list[float]] = defaultdict(list)
     det = Detector(model, provider="cpu", threads=threads)
@@ -95,8 +95,7 @@ def run_loop(source, *, model: Path, hop_seconds: float, duration: float | None,
         out = open(Path(tmp) / "lines.jsonl", "w")
         sink = JsonlSink(out)
         sink.write = _timed(sink.write, timings["emit"])
-        session = Session(detector=det, policy=policy, sink=sink, events=False, hop=hop_seconds, source=source.name,
-                          model=det.name, provider=det.provider, is_device=device)
+        session = Session(detector=det, source=source, policy=policy, sink=sink, events=False, hop=hop_seconds)
 
         read = source.read
 
@@ -113,13 +112,14 @@ def run_loop(source, *, model: Path, hop_seconds: float, duration: float | None,
         else:  # reading + decoding one block (not the pacing sleep of a realtime file source)
             source._next_raw = _timed(source._next_raw, timings["capture"])
         predict = _timed(det.predict, timings["infer"])
-        old = live.Streamer
-        live.Streamer = _instrumented_streamer(timings)
+        old = loop.Streamer
+        loop.Streamer = _instrumented_streamer(timings)
         la0 = loadavg()
         try:
-            stats = live.run(source, predict, hop=audio.hop_samples(hop_seconds), on_hop=session.on_hop, duration=duration)
+            stats = loop.run(source, predict, framing=det.framing, hop=det.framing.hop(hop_seconds), on_hop=session.on_hop,
+                             duration=duration)
         finally:
-            live.Streamer = old
+            loop.Streamer = old
             out.close()
         lines = sink.lines
     res = {
@@ -149,15 +149,15 @@ def run_loop(source, *, model: Path, hop_seconds: float, duration: float | None,
 
 
 def file_fast(model: Path, path: Path, *, hop_seconds: float) -> dict:
-    from neuroear import live
+    from neuroear.live.sources import FileSource
 
-    return run_loop(live.FileSource(path, realtime=False), model=model, hop_seconds=hop_seconds, duration=None)
+    return run_loop(FileSource(path, realtime=False), model=model, hop_seconds=hop_seconds, duration=None)
 
 
 def file_realtime(model: Path, path: Path, *, hop_seconds: float, seconds: float) -> dict:
-    from neuroear import live
+    from neuroear.live.sources import FileSource
 
-    return run_loop(live.FileSource(path, realtime=True), model=model, hop_seconds=hop_seconds, duration=seconds)
+    return run_loop(FileSource(path, realtime=True), model=model, hop_seconds=hop_seconds, duration=seconds)
 
 
 # ----------------------------------------------------------------------------- virtual microphone
@@ -204,7 +204,7 @@ def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple
     except ImportError:
         return {"skipped": "PyAudio not installed (the 'live' extra)"}
     from common import bench_signal
-    from neuroear import device
+    from neuroear.live import device
 
     sys.path.insert(0, str(ROOT / "stream"))
     from feeder import LoopFeeder  # stream/feeder.py

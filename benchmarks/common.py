@@ -193,7 +193,7 @@ def example_audio() -> tuple[np.ndarray, int]:
     """The bundled example clip (mono float32, its own rate)."""
     import soundfile as sf
 
-    from neuroear.live import example_clip
+    from neuroear.live.sources import example_clip
 
     x, sr = sf.read(str(example_clip()), dtype="float32", always_2d=True)
     return x.mean(axis=1).astype(np.float32), int(sr)

@@ -122,14 +122,14 @@ def gemm_lowpass():
 
 def real_windows(limit_files: int = 40) -> tuple[np.ndarray, list[str]]:
     """Windows of the bundled example and of real dev clips (read in place, never copied)."""
-    from neuroear import audio
-    from neuroear.live import example_clip
+    from neuroear import audio, framing
+    from neuroear.live.sources import example_clip
 
     files = [example_clip()]
     dev = ROOT.parent / "shared" / "data" / "real-dev"
     if dev.is_dir():
         files += sorted(p for p in dev.rglob("*") if p.suffix.lower() in audio.AUDIO_EXTENSIONS)[:limit_files]
-    wins = [audio.windows(audio.load(f))[1] for f in files]
+    wins = [framing.windows(audio.load(f, sample_rate=framing.SAMPLE_RATE))[1] for f in files]
     return np.concatenate(wins), [str(f) for f in files]
 
 
@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     global ROWS_M
     import torch
 
-    from neuroear.export import export
+    from neuroear.training.export import export
     from neuroear.infer import Detector as OrtDetector
     from neuroear.metadata import ModelCard
-    from neuroear.model import Detector
+    from neuroear.training.model import InstrumentNet
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", help="trained checkpoint (runs/NAME/checkpoint.pt); default: default config, random weights")
@@ -155,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     if args.checkpoint:
-        from neuroear.export import load_checkpoint
+        from neuroear.training.export import load_checkpoint
 
         det, ck = load_checkpoint(Path(args.checkpoint))
         thresholds = {k: float(v) for k, v in ck["thresholds"].items()}
     else:
         ref = OrtDetector()
-        det = Detector(ref.labels).eval()
+        det = InstrumentNet(ref.labels).eval()
         thresholds = {lab: 0.5 for lab in det.labels}
     card = ModelCard(name="gemm-experiment", labels=det.labels, sample_rate=16000, window_samples=16000,
                      cqt=det.cqt_cfg.to_dict(), thresholds=thresholds)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from neuroear import evaluate as E
-from neuroear.export import git_commit
+from neuroear.training.export import git_commit
 from neuroear.infer import Detector
 
 RESULTS = Path(__file__).resolve().parent / "results"

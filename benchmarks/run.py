@@ -241,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         f44 = common.write_audio(tmp / "bench-44k.flac", z["file_s"], rate=common.BENCH_RATE)
         cmp44 = common.write_audio(tmp / "compare-44k.flac", z["cmp_s"], rate=common.BENCH_RATE)
         f16 = common.write_audio(tmp / "bench-16k.flac", max(z["live_rt16_s"] + 1, 5.0), rate=16_000)
-        from neuroear import audio
+        from neuroear import audio, framing
 
-        sig16 = audio.load(f44)
-        wins = audio.windows(sig16)[1]
+        sig16 = audio.load(f44, sample_rate=framing.SAMPLE_RATE)
+        wins = framing.windows(sig16)[1]
 
         def section(name: str, fn) -> None:
             if name not in wanted:
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
         import bench_startup as bs
 
-        from neuroear.live import example_clip
+        from neuroear.live.sources import example_clip
 
         section("startup", lambda: bs.startup(model, example_clip(), repeats=z["start_repeats"]))
 

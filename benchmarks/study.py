@@ -46,8 +46,8 @@ def reused_plain_runs(path: Path, steps: int, seeds: list[int], val_every: int) 
 
 
 def main() -> None:
-    from neuroear import train as T
-    from neuroear.export import git_commit
+    from neuroear.training import train as T
+    from neuroear.training.export import git_commit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["optimizers", "blocks"])

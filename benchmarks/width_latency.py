@@ -35,12 +35,12 @@ def main() -> None:
 
     import torch
 
-    from neuroear.audio import SAMPLE_RATE, WINDOW_SAMPLES
-    from neuroear.export import export
+    from neuroear.framing import SAMPLE_RATE, WINDOW_SAMPLES
+    from neuroear.training.export import export
     from neuroear.infer import Detector as OrtDetector
     from neuroear.metadata import ModelCard
-    from neuroear.model import Detector, NetConfig, n_params
-    from neuroear.train import LABELS
+    from neuroear.training.model import InstrumentNet, NetConfig, n_params
+    from neuroear.training.train import LABELS
 
     x = np.random.default_rng(0).standard_normal((1, WINDOW_SAMPLES)).astype(np.float32) * 0.1
     info: dict[str, dict] = {}
@@ -48,7 +48,7 @@ def main() -> None:
         dets = {}
         for name, ch in WIDTHS.items():
             torch.manual_seed(0)
-            det = Detector(LABELS, net=NetConfig(channels=ch)).eval()
+            det = InstrumentNet(LABELS, net=NetConfig(channels=ch)).eval()
             path = Path(tmp) / f"{ch[0]}.onnx"
             card = ModelCard(name=name, labels=det.labels, sample_rate=SAMPLE_RATE, window_samples=WINDOW_SAMPLES, cqt=det.cqt_cfg.to_dict(), thresholds={lab: 0.5 for lab in det.labels})
             export(det, card, path)

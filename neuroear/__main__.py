@@ -2,7 +2,7 @@
 
 import sys
 
-from neuroear.cli import main
+from neuroear.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

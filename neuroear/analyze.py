@@ -14,15 +14,31 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Any, Iterator, Sequence, TextIO
 
 import numpy as np
 
 from neuroear import audio
 from neuroear.errors import NeuroEarError
+from neuroear.framing import HOP_SECONDS, Framer
 from neuroear.infer import Detector
 
 BATCH = 16  # windows per ONNX Runtime call: 64 grew peak RSS by ~30 MB for ~0-15 % speed (benchmarks/README.md)
+
+
+def window_row(
+    *, source: str, start: float, end: float, labels: Sequence[str], probs: np.ndarray, active: Sequence[str],
+    time_decimals: int = 4, prob_decimals: int = 4,
+) -> dict[str, Any]:
+    """The one JSON row of a window, shared by ``analyze`` and ``listen``:
+    ``{"source", "start", "end", "probs": {label: p}, "active": [labels]}`` (times in s)."""
+    return {
+        "source": source,
+        "start": round(float(start), time_decimals),
+        "end": round(float(end), time_decimals),
+        "probs": {lab: round(float(p), prob_decimals) for lab, p in zip(labels, np.asarray(probs).reshape(-1))},
+        "active": list(active),
+    }
 
 
 @dataclass(frozen=True)
@@ -37,26 +53,28 @@ class WindowResult:
     level_dbfs: float
 
     def to_json(self, labels: tuple[str, ...]) -> dict:
-        return {
-            "source": self.source,
-            "start": round(self.start, 4),
-            "end": round(self.end, 4),
-            "probs": {lab: round(float(p), 4) for lab, p in zip(labels, self.probs)},
-            "active": list(self.active),
-        }
+        return window_row(source=self.source, start=self.start, end=self.end, labels=labels, probs=self.probs, active=self.active)
 
 
 def analyze_file(
-    det: Detector, path: str | Path, *, hop_seconds: float = audio.HOP_SECONDS, thresholds: np.ndarray | None = None, source: str | None = None
+    path: str | Path,
+    hop: float = HOP_SECONDS,
+    *,
+    detector: Detector | None = None,
+    model: str | Path | None = None,
+    thresholds: np.ndarray | None = None,
+    source: str | None = None,
 ) -> Iterator[WindowResult]:
-    """Yield one WindowResult per window of ``path``, in order.
+    """Yield one WindowResult per window of ``path``, in order; a window starts every ``hop`` s.
 
-    Raises NeuroEarError if the file cannot be decoded; rows yielded before a mid-file
-    decoding error stay valid. A file shorter than one window is zero-padded (with a warning).
+    ``detector`` (or a new ``Detector(model)``) scores the windows, cut at its card's framing;
+    ``thresholds`` [n_labels] replace the card's. Raises NeuroEarError if the file cannot be
+    decoded; rows yielded before a mid-file decoding error stay valid. A file shorter than one
+    window is zero-padded (with a warning).
     """
+    det = detector if detector is not None else Detector(model)
     src = str(path) if source is None else source
-    hop = audio.hop_samples(hop_seconds, sample_rate=det.sample_rate)
-    fr = audio.Framer(window=det.window_samples, hop=hop)
+    fr = Framer(window=det.window_samples, hop=det.framing.hop(hop), sample_rate=det.sample_rate)
     thr = det.thresholds if thresholds is None else thresholds
     pending: list[tuple[int, np.ndarray]] = []
 
@@ -92,7 +110,7 @@ def analyze_file(
 
 
 class Writer:
-    """Writes rows as JSON Lines, CSV or a plain-text table, flushing each row."""
+    """Writes rows as JSON Lines (``window_row``), CSV or a plain-text table, flushing each row."""
 
     def __init__(self, fmt: str, labels: tuple[str, ...], out: TextIO = sys.stdout) -> None:
         if fmt not in ("jsonl", "csv", "table"):

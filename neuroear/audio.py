@@ -1,8 +1,9 @@
-"""Audio in: constants with units, decoding, mono, resampling and one-second windows.
+"""Audio in: decoding (with damage recovery), mono, levels, and the file list.
 
-Everything the model sees goes through this module, in analysis and live alike, so that
-training and serving frame the audio identically (a CQT of a one-second chunk differs from
-a whole-file CQT at the edges).
+Everything the model sees is decoded here, in analysis and live alike (``AudioFile`` feeds both
+``stream`` and the live file source), and framed by ``neuroear.framing``, so that training and
+serving frame the audio identically (a CQT of a one-second chunk differs from a whole-file CQT
+at the edges).
 """
 
 from __future__ import annotations
@@ -16,25 +17,12 @@ from typing import Iterator
 import numpy as np
 
 from neuroear.errors import NeuroEarError
+from neuroear.resample import Resampler
 
-# The model's framing and the resampler live in their own modules (re-exported here), so that
-# `resample` can default to the model rate without importing this module.
-from neuroear.rates import SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS
-from neuroear.resample import RESAMPLE_ATTEN_DB, RESAMPLE_PASS_HZ, Resampler, antialias_fir, resample
-
-HOP_SECONDS = 1.0  # s: default hop between windows (--hop overlaps them)
-MIN_TAIL_SECONDS = 0.25  # s: a final partial window shorter than this is dropped (unless it is the only one)
 SILENCE_DBFS = -45.0  # dBFS: windows quieter than this are reported apart by `evaluate`
 DECODE_BLOCK_SECONDS = 30.0  # s: files are decoded in blocks of this length so memory stays flat
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
-
-
-def hop_samples(hop_seconds: float, *, sample_rate: int = SAMPLE_RATE) -> int:
-    """Hop in samples for ``hop_seconds`` (s); must be in (0, window]."""
-    if not (0 < hop_seconds <= WINDOW_SECONDS * 4):
-        raise NeuroEarError(f"hop must be between 0 and {WINDOW_SECONDS * 4:g} s, got {hop_seconds:g}")
-    return max(1, int(round(hop_seconds * sample_rate)))
 
 
 def dbfs(x: np.ndarray) -> np.ndarray:
@@ -155,7 +143,7 @@ def _first_line(exc: Exception) -> str:
     return line.removeprefix("Error : ").rstrip(".")
 
 
-def _recover(p: Path, rate: int, frames: int, pos: int, block: int):
+def _recover(p: Path, rate: int, frames: int, channels: int, pos: int, block: int):
     """After a read error in the block starting at frame ``pos``: what can still be decoded.
 
     Returns (frames decoded before the bad spot [n, channels], resume frame or None, an open
@@ -178,7 +166,7 @@ def _recover(p: Path, rate: int, frames: int, pos: int, block: int):
                     break
     except Exception:
         pass
-    before = np.concatenate(good) if good else np.zeros((0, 1), dtype=np.float32)
+    before = np.concatenate(good) if good else np.zeros((0, channels), dtype=np.float32)
     step = max(1, int(RESYNC_STEP_SECONDS * rate))
     r = q + step
     while frames and r < frames:
@@ -196,85 +184,108 @@ def _recover(p: Path, rate: int, frames: int, pos: int, block: int):
     return before, None, None
 
 
-def stream(
-    path: str | os.PathLike[str],
-    *,
-    sample_rate: int = SAMPLE_RATE,
-    block_seconds: float = DECODE_BLOCK_SECONDS,
-) -> Iterator[np.ndarray]:
-    """Decode ``path`` block by block as mono float32 at ``sample_rate`` (Hz).
+class AudioFile:
+    """An audio file opened for reading block by block at its own rate and channel count.
 
-    Memory stays flat for any file length. Damaged files give what can be decoded, with one
-    warning each: non-finite samples become 0; a WAV cut short mid-data is read to its end; an
-    undecodable stretch (a corrupt FLAC frame) becomes silence of the same length and decoding
-    resumes after it. Raises NeuroEarError on a file that cannot be opened, or whose rest cannot
-    be decoded (after yielding every block decoded before the damage).
+    ``blocks(frames)`` yields float32 [n, channels] blocks; ``at_end`` turns True just before
+    the last one is yielded (it may be empty). Damaged files give what can be decoded, with one
+    warning each: a WAV cut short mid-data is read to its end; an undecodable stretch (a corrupt
+    FLAC frame) becomes silence of the same length and decoding resumes after it. Raises
+    NeuroEarError on a file that cannot be opened, or whose rest cannot be decoded (after
+    yielding every block decoded before the damage). Samples are not sanitised here.
     """
-    import soundfile as sf
 
-    p = check_readable(path)
-    try:
-        f = sf.SoundFile(str(p))
-    except Exception as exc:
-        raise _open_error(p, exc) from None
-    try:
-        rate = int(f.samplerate)
-        if rate <= 0:
-            raise NeuroEarError(f"{p}: invalid sample rate {rate}")
-        frames = int(f.frames) if f.seekable() else 0
-        missing = _declared_shortfall(f)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import soundfile as sf
+
+        self.path = p = check_readable(path)
+        try:
+            self._file = sf.SoundFile(str(p))
+        except Exception as exc:
+            raise _open_error(p, exc) from None
+        self.rate = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        if self.rate <= 0:
+            self._file.close()
+            raise NeuroEarError(f"{p}: invalid sample rate {self.rate}")
+        self.frames = int(self._file.frames) if self._file.seekable() else 0
+        self.at_end = False
+        missing = _declared_shortfall(self._file)
         if missing > 0:
             warnings.warn(
                 f"{p}: file is cut short: its header promises {missing:.2f} s more than it holds "
-                f"(truncated copy or download?); analysing the {frames / rate:.2f} s present",
-                stacklevel=2,
+                f"(truncated copy or download?); analysing the {self.frames / self.rate:.2f} s present",
+                stacklevel=3,
             )
-        resampler = None if rate == sample_rate else Resampler(rate, sample_rate)
-        block = max(1, int(block_seconds * rate))
-        n_bad = 0
+
+    def blocks(self, block: int) -> Iterator[np.ndarray]:
+        """Raw blocks of ``block`` frames (see the class docstring)."""
+        p, rate = self.path, self.rate
         pos = 0  # frames read so far, at the file's rate
         while True:
             gap = 0
             try:
-                raw = f.read(block, dtype="float32", always_2d=True)
+                raw = self._file.read(block, dtype="float32", always_2d=True)
             except Exception as exc:
                 reason = _first_line(exc)
-                f.close()
-                raw, resume, fresh = _recover(p, rate, frames, pos, block)
+                self._file.close()
+                raw, resume, fresh = _recover(p, rate, self.frames, self.channels, pos, block)
                 if resume is None:
+                    self.at_end = True
                     if raw.shape[0]:
-                        mono, bad = sanitize(to_mono(raw))
-                        n_bad += bad
-                        out = resampler.resample_chunk(mono, last=True) if resampler is not None else mono
-                        if out.size:
-                            yield np.asarray(out, dtype=np.float32)
+                        yield raw
                     at = (pos + raw.shape[0]) / rate
                     raise NeuroEarError(
-                        f"{p}: cannot decode past {at:.2f} s of {frames / rate:.2f} s ({reason}): the file is cut "
+                        f"{p}: cannot decode past {at:.2f} s of {self.frames / rate:.2f} s ({reason}): the file is cut "
                         f"short or corrupt from there on; the audio before it was analysed"
                     ) from None
-                f = fresh
+                self._file = fresh
                 gap = resume - pos - raw.shape[0]
                 warnings.warn(
                     f"{p}: {gap / rate:.2f} s of undecodable data at {(pos + raw.shape[0]) / rate:.2f} s ({reason}) "
                     f"replaced by silence",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
+                raw = np.concatenate([raw, np.zeros((gap, raw.shape[1]), dtype=np.float32)])
             last = raw.shape[0] < block and not gap
+            pos += raw.shape[0]
+            self.at_end = last
+            yield raw
+            if last:
+                return
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AudioFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stream(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int,
+    block_seconds: float = DECODE_BLOCK_SECONDS,
+) -> Iterator[np.ndarray]:
+    """Decode ``path`` block by block as mono float32 at ``sample_rate`` (Hz).
+
+    Memory stays flat for any file length. Damaged files are read as ``AudioFile`` reads them;
+    non-finite samples become 0 (one warning).
+    """
+    with AudioFile(path) as f:
+        resampler = None if f.rate == sample_rate else Resampler(f.rate, sample_rate)
+        n_bad = 0
+        for raw in f.blocks(max(1, int(block_seconds * f.rate))):
             mono, bad = sanitize(to_mono(raw))
             n_bad += bad
-            if gap:
-                mono = np.concatenate([mono, np.zeros(gap, dtype=np.float32)])
-            pos += raw.shape[0] + gap
-            out = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
+            out = resampler.resample_chunk(mono, last=f.at_end) if resampler is not None else mono
             if out.size:
                 yield np.asarray(out, dtype=np.float32)
-            if last:
-                break
         if n_bad:
-            warnings.warn(f"{p}: {n_bad} NaN/Inf samples replaced by silence", stacklevel=2)
-    finally:
-        f.close()
+            warnings.warn(f"{f.path}: {n_bad} NaN/Inf samples replaced by silence", stacklevel=2)
 
 
 def prefetch(blocks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
@@ -328,7 +339,7 @@ def prefetch(blocks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
         stop.set()
 
 
-def load(path: str | os.PathLike[str], *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load(path: str | os.PathLike[str], *, sample_rate: int) -> np.ndarray:
     """Decode a whole file: mono float32 [samples] at ``sample_rate`` (Hz) in [-1, 1].
 
     (Resampling full-scale audio can overshoot ±1 slightly, as any band-limited resampler does;
@@ -336,73 +347,6 @@ def load(path: str | os.PathLike[str], *, sample_rate: int = SAMPLE_RATE) -> np.
     """
     blocks = list(stream(path, sample_rate=sample_rate))
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-
-
-class Framer:
-    """Cuts a stream of samples into windows that start every ``hop`` samples.
-
-    Window k covers samples [k·hop, k·hop + window). The same framing is produced for any
-    block sizes pushed in (time is counted in samples, never wall clock). ``finish()`` emits
-    the last, zero-padded windows so that every sample is covered; a final window holding
-    less than ``min_tail`` samples of new audio is dropped unless it is the only one.
-    """
-
-    def __init__(self, *, window: int = WINDOW_SAMPLES, hop: int = WINDOW_SAMPLES, min_tail: int | None = None) -> None:
-        if hop <= 0 or window <= 0:
-            raise ValueError("window and hop must be positive")
-        self.window = window
-        self.hop = hop
-        self.min_tail = int(MIN_TAIL_SECONDS * SAMPLE_RATE) if min_tail is None else min_tail
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget all audio; the next sample pushed is sample 0."""
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0  # stream index of _buf[0]
-        self._next = 0  # start sample of the next window to emit
-        self.total = 0  # samples pushed so far
-
-    def push(self, samples: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Add mono samples; return the (start sample, window [window]) pairs now complete."""
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._buf = np.concatenate([self._buf, samples]) if self._buf.size else samples.copy()
-        self.total += samples.size
-        out = []
-        while self._next + self.window <= self.total:
-            i = self._next - self._buf_start
-            out.append((self._next, self._buf[i : i + self.window].copy()))
-            self._next += self.hop
-        drop = self._next - self._buf_start
-        if drop > 0:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
-        return out
-
-    def finish(self) -> list[tuple[int, np.ndarray]]:
-        """Emit the remaining zero-padded windows (see the class docstring)."""
-        out = []
-        while self._next < self.total:
-            covered_before = self._next - self.hop + self.window if self._next > 0 else 0
-            new = self.total - max(self._next, covered_before)
-            if self._next > 0 and new < self.min_tail:
-                break
-            i = self._next - self._buf_start
-            w = np.zeros(self.window, dtype=np.float32)
-            part = self._buf[i : i + self.window]
-            w[: part.size] = part
-            out.append((self._next, w))
-            self._next += self.hop
-        return out
-
-
-def windows(x: np.ndarray, *, hop: int = WINDOW_SAMPLES, window: int = WINDOW_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
-    """Frame a whole mono signal: returns (starts [n] in samples, windows [n, window] float32)."""
-    fr = Framer(window=window, hop=hop)
-    pairs = fr.push(x) + fr.finish()
-    if not pairs:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, window), dtype=np.float32)
-    starts = np.array([s for s, _ in pairs], dtype=np.int64)
-    return starts, np.stack([w for _, w in pairs])
 
 
 def iter_files(paths: list[str]) -> Iterator[Path]:
@@ -422,26 +366,16 @@ def iter_files(paths: list[str]) -> Iterator[Path]:
 
 
 __all__ = [
-    "SAMPLE_RATE",
-    "WINDOW_SECONDS",
-    "WINDOW_SAMPLES",
-    "HOP_SECONDS",
     "SILENCE_DBFS",
+    "AudioFile",
     "AudioInfo",
-    "Framer",
     "check_readable",
     "dbfs",
-    "hop_samples",
     "info",
     "iter_files",
     "load",
-    "resample",
-    "Resampler",
-    "antialias_fir",
-    "RESAMPLE_PASS_HZ",
-    "RESAMPLE_ATTEN_DB",
+    "prefetch",
     "sanitize",
     "stream",
     "to_mono",
-    "windows",
 ]

@@ -1,12 +1,15 @@
 """Scores: precision, recall and F1 per class plus macro / micro / weighted averages (the seed's
-table), top-1 accuracy, and per-class threshold calibration. Numpy only."""
+table), top-1 accuracy, per-class threshold calibration, and ``evaluate_set``: a model on a
+labelled set as one ``SetResult`` (which the CLI only prints). Numpy only, no torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
+
+from neuroear.audio import SILENCE_DBFS
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,9 @@ def to_dict(rows: list[Row]) -> dict[str, dict[str, float]]:
 
 @dataclass
 class SetResult:
-    """Scores of a model on a labelled set: the table, top-1, and what was left out."""
+    """Scores of a model on a labelled set: the table, top-1, the confusion matrix [true, most
+    probable] of single-label windows, and what was left out. ``to_dict()`` is ``evaluate --json``,
+    ``format()`` its table."""
 
     rows: list[Row]
     top1: float
@@ -147,6 +152,47 @@ class SetResult:
     unknown_labels: dict[str, int]  # data labels the model does not know → windows scored as all-negative
     probs: np.ndarray
     truth: np.ndarray
+    labels: tuple[str, ...] = ()
+    data: str = ""
+    model: str = ""
+    provider: str = ""
+    condition: str = "clean"
+    quiet_dbfs: float = SILENCE_DBFS
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=int))
+
+    @property
+    def top1_per_class(self) -> dict[str, float]:
+        cm = self.confusion
+        return {lab: round(float(cm[i, i] / cm[i].sum()), 4) for i, lab in enumerate(self.labels) if cm[i].sum()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "model": self.model,
+            "provider": self.provider,
+            "files": self.files,
+            "windows": self.windows,
+            "quiet_windows": self.quiet_windows,
+            "quiet_dbfs": self.quiet_dbfs,
+            "failed": self.failed,
+            "unknown_labels": self.unknown_labels,
+            "condition": self.condition,
+            "top1": self.top1,
+            "top1_per_class": self.top1_per_class,
+            "confusion": {"labels": list(self.labels), "counts": self.confusion.tolist()},
+            "table": to_dict(self.rows),
+        }
+
+    def format(self) -> str:
+        lines = [
+            format_table(self.rows, title=f"{self.data} ({self.condition}): {self.files} files, {self.windows} windows, model {self.model}"),
+            f"\ntop-1 accuracy (single-label windows): {self.top1:.3f}",
+            "top-1 per class: " + ", ".join(f"{k} {v:.2f}" for k, v in self.top1_per_class.items()),
+            f"windows below {self.quiet_dbfs:g} dBFS, reported apart and not scored: {self.quiet_windows}",
+        ]
+        if self.unknown_labels:
+            lines.append(f"labels the model does not know (windows scored as all-negative): {self.unknown_labels}")
+        return "\n".join(lines)
 
 
 NOISES = ("white", "pink", "brown", "babble")
@@ -157,9 +203,10 @@ def add_noise(x: np.ndarray, groups: np.ndarray, *, kind: str, snr_db: float, se
 
     ``kind``: white / pink / brown (coloured Gaussian noise) or babble: the sum of four windows
     drawn from other files of the same set (``groups`` [n] says which file each window is from).
+    (The noise generator is the training side's, ``training.data.coloured_noise``: numpy only.)
     Deterministic from ``seed``.
     """
-    from neuroear.data import coloured_noise
+    from neuroear.training.data import coloured_noise
 
     if kind not in NOISES:
         raise ValueError(f"noise must be one of {NOISES}")
@@ -233,13 +280,14 @@ def evaluate_set(
     the notes sound for at least ``data.MIN_ACTIVE_SECONDS`` do. Windows quieter than ``quiet_dbfs``
     (default ``audio.SILENCE_DBFS``, measured before any noise is added) are counted apart.
     ``noise`` adds noise at ``snr_db`` (see ``add_noise``). Unreadable files are listed in
-    ``failed`` and skipped.
+    ``failed`` and skipped. Windows are cut at the detector's framing (its card).
     """
     from neuroear import audio
-    from neuroear.data import MIN_ACTIVE_SECONDS, read_labelled
     from neuroear.errors import NeuroEarError
+    from neuroear.framing import windows as frame
+    from neuroear.training.data import MIN_ACTIVE_SECONDS, read_labelled
 
-    quiet = audio.SILENCE_DBFS if quiet_dbfs is None else quiet_dbfs
+    quiet = SILENCE_DBFS if quiet_dbfs is None else quiet_dbfs
     thr = det.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
     index = {lab: i for i, lab in enumerate(det.labels)}
     windows, truth, groups, failed, unknown = [], [], [], [], {}
@@ -255,7 +303,7 @@ def evaluate_set(
         notes = {str(root / e["file"]): e["notes"] for e in entries}
     else:
         pairs = read_labelled(source)
-    hop = audio.hop_samples(hop_seconds, sample_rate=det.sample_rate)
+    hop = det.framing.hop(hop_seconds)
     for path, label in pairs:
         try:
             x = audio.load(path, sample_rate=det.sample_rate)
@@ -266,7 +314,7 @@ def evaluate_set(
             failed.append(f"{path}: no audio samples (0 frames)")
             continue
         files += 1
-        starts, w = audio.windows(x, hop=hop, window=det.window_samples)
+        starts, w = frame(x, hop=hop, window=det.window_samples, sample_rate=det.sample_rate)
         if label not in index:
             unknown[label] = unknown.get(label, 0) + len(w)
         for start, win, level in zip(starts / det.sample_rate, w, audio.dbfs(w)):
@@ -290,4 +338,9 @@ def evaluate_set(
     if noise:
         X = add_noise(X, np.array(groups), kind=noise, snr_db=snr_db, seed=seed)
     P = det.predict(X)
-    return SetResult(report(T, P >= thr[None, :], det.labels), top1(T, P), len(P), files, n_quiet, failed, unknown, P, T)
+    condition = f"{noise} noise at {snr_db:g} dB SNR (seed {seed})" if noise else "clean"
+    return SetResult(
+        report(T, P >= thr[None, :], det.labels), top1(T, P), len(P), files, n_quiet, failed, unknown, P, T,
+        labels=tuple(det.labels), data=str(source), model=det.name, provider=det.provider, condition=condition,
+        quiet_dbfs=quiet, confusion=confusion(T, P, len(det.labels)),
+    )

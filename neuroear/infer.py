@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from neuroear.errors import NeuroEarError
+from neuroear.framing import Framing
 from neuroear.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
 
 DEFAULT_MODEL_NAME = "neuroear-v3.onnx"
@@ -41,11 +42,29 @@ def find_model(path: str | os.PathLike[str] | None = None) -> Path:
     return chosen
 
 
-def available_providers() -> list[str]:
-    """ONNX Runtime execution providers installed here, best first."""
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
+def parse_thresholds(
+    items: Sequence[str] | Mapping[str, float] | None, labels: Sequence[str], *, option: str = "--threshold"
+) -> dict[str, float]:
+    """Parse ``LABEL=VALUE`` overrides (``--threshold``, or a {label: value} mapping) into
+    {label: value in [0, 1]}; the one threshold parser of every command."""
+    if isinstance(items, Mapping):
+        items = [f"{k}={v}" for k, v in items.items()]
+    out: dict[str, float] = {}
+    for item in items or ():
+        label, sep, value = str(item).partition("=")
+        label = label.strip()
+        if not sep or not label:
+            raise NeuroEarError(f"{option} {item!r}: expected LABEL=VALUE, e.g. violin=0.6")
+        if label not in labels:
+            raise NeuroEarError(f"{option} {item!r}: unknown label {label!r}; the model's labels are {', '.join(labels)}")
+        try:
+            v = float(value)
+        except ValueError:
+            raise NeuroEarError(f"{option} {item!r}: {value!r} is not a number") from None
+        if not (0.0 <= v <= 1.0):
+            raise NeuroEarError(f"{option} {item!r}: value must be between 0 and 1")
+        out[label] = v
+    return out
 
 
 class Detector:
@@ -106,6 +125,7 @@ class Detector:
         self.sample_rate: int = self.card.sample_rate
         self.window_samples: int = self.card.window_samples
         self.thresholds = np.array([self.card.thresholds[lab] for lab in self.labels], dtype=np.float32)
+        self.framing = Framing(sample_rate=self.sample_rate, window=self.window_samples)
 
     def _check_graph(self, src: str) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
@@ -167,6 +187,13 @@ class Detector:
         out = [self.session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, x.shape[0], batch)]
         probs = np.concatenate(out).astype(np.float32, copy=False)
         return np.nan_to_num(probs, nan=0.0)
+
+    def thresholds_for(self, overrides: Mapping[str, float] | None = None, *, flat: float | None = None) -> np.ndarray:
+        """Thresholds [n_labels]: the card's (or ``flat`` for every label), then ``overrides``."""
+        thr = self.thresholds.copy() if flat is None else np.full(len(self.labels), flat, dtype=np.float32)
+        for lab, v in (overrides or {}).items():
+            thr[self.labels.index(lab)] = v
+        return thr
 
     def active(self, probs: np.ndarray, thresholds: Sequence[float] | np.ndarray | None = None) -> list[list[str]]:
         """Labels at or over their threshold, for each row of probs [n, n_labels]."""

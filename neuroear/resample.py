@@ -1,16 +1,17 @@
 """Resampling to the model rate without look-ahead: a causal anti-alias FIR then soxr.
 
-Used by file decoding (``audio.stream``) and live capture (``ringbuffer``) alike, so both see
-the same windows. Re-exported by ``neuroear.audio``.
+Used by file decoding (``audio.stream``) and live capture (``live.streamer``) alike, so both see
+the same windows. ``out_rate`` defaults to the build framing's rate; the runtime passes the model's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from neuroear.rates import SAMPLE_RATE
+from neuroear.framing import SAMPLE_RATE
 
 RESAMPLE_PASS_HZ = 4_400.0  # Hz kept flat: the CQT's top bin (3.95 kHz) and its bandwidth
+RESAMPLE_PASS_FRACTION = 0.45  # of out_rate: the pass band of a model rate too low for RESAMPLE_PASS_HZ
 RESAMPLE_ATTEN_DB = 70.0  # dB of anti-alias attenuation where content would fold below RESAMPLE_PASS_HZ
 _FIR_ROWS = 256  # outputs per row of the FIR's matrix product
 
@@ -21,14 +22,16 @@ def antialias_fir(in_rate: int, out_rate: int = SAMPLE_RATE) -> np.ndarray:
     Flat to RESAMPLE_PASS_HZ, ≥ RESAMPLE_ATTEN_DB down from the frequency that folds onto it
     (out_rate − RESAMPLE_PASS_HZ) or Nyquist: 29 taps at 44.1 kHz, 31 at 48 kHz. What lies
     between (4.4 kHz to the fold) may alias, but only above 4.4 kHz, where the model does not look.
+    A model rate below 9.8 kHz keeps RESAMPLE_PASS_FRACTION × out_rate flat instead.
     """
     nyq = in_rate / 2.0
-    stop = min(out_rate - RESAMPLE_PASS_HZ, nyq)
-    width = (stop - RESAMPLE_PASS_HZ) / nyq  # fraction of Nyquist
+    pass_hz = min(RESAMPLE_PASS_HZ, RESAMPLE_PASS_FRACTION * out_rate)
+    stop = min(out_rate - pass_hz, nyq)
+    width = (stop - pass_hz) / nyq  # fraction of Nyquist
     a = RESAMPLE_ATTEN_DB
     n = int(np.ceil((a - 7.95) / (2.285 * np.pi * width) + 1)) | 1  # Kaiser's estimate (scipy.signal.kaiserord)
     beta = 0.1102 * (a - 8.7)
-    cutoff = (RESAMPLE_PASS_HZ + stop) / 2.0 / nyq
+    cutoff = (pass_hz + stop) / 2.0 / nyq
     t = np.arange(n) - (n - 1) / 2.0
     h = cutoff * np.sinc(cutoff * t) * np.kaiser(n, beta)
     return (h / h.sum()).astype(np.float32)

@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from neuroear import data as D
+from neuroear.training import data as D
 from neuroear import evaluate as E
-from neuroear import train as T
+from neuroear.training import train as T
 from neuroear.infer import Detector
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from neuroear import render
+from neuroear.training import music, render
 
 FONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 SR = 16_000
@@ -25,7 +25,7 @@ OUT = Path(__file__).resolve().parents[1] / "neuroear" / "examples"
 
 
 def part(label: str, program: int, rng: np.random.Generator, phrases) -> np.ndarray:
-    sc = render.compose(label, program, phrases, seconds=SEG, rng=rng)
+    sc = music.compose(label, program, phrases, seconds=SEG, rng=rng)
     notes = [(on, min(off, SEG - 0.05), p, v) for on, off, p, v in sc.notes if on < SEG - 0.3]
     x = render.render_notes(FONT, notes, program=program, seconds=SEG, sample_rate=SR)
     return x / (np.abs(x).max() + 1e-9)
@@ -33,7 +33,7 @@ def part(label: str, program: int, rng: np.random.Generator, phrases) -> np.ndar
 
 def main() -> None:
     rng = np.random.default_rng(7)
-    phrases = render.load_phrases(n_pieces=60, seed=7)
+    phrases = music.load_phrases(n_pieces=60, seed=7)
     audio, rows = [], []
     for i, item in enumerate(PLAN):
         items = item if isinstance(item[0], tuple) else (item,)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from neuroear import bench_cli
+from neuroear.cli import bench as bench_cli
 from neuroear.errors import NeuroEarError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_seed_cnn_shape() -> None:
     with torch.inference_mode():
         y = net(torch.zeros(2, 1, seed.SEED_BINS, 1 + seed.SEED_RATE // seed.SEED_HOP))
     assert tuple(y.shape) == (2, 10)
-    assert sys.modules.get("neuroear.bench_cli") is not None
+    assert sys.modules.get("neuroear.cli.bench") is not None
 
 
 @pytest.mark.skipif(not _has("torch", "nnAudio"), reason="needs the 'train' extra (torch, nnAudio)")

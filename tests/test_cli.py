@@ -124,7 +124,7 @@ def test_runtime_never_imports_torch(clip):
         "        if name.split('.')[0] in ('torch', 'nnAudio'):\n"
         "            raise ImportError('torch is blocked in this test')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from neuroear.cli import main\n"
+        "from neuroear.cli.main import main\n"
         f"rc = main(['analyze', {str(clip)!r}, '--format', 'jsonl'])\n"
         "assert 'torch' not in sys.modules\n"
         "sys.exit(rc)\n"

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from rich.console import Console
 
-from neuroear.dashboard import PinnedView, LabelView, State, bar, render, sparkline, summary
+from neuroear.live.dashboard import PinnedView, LabelView, State, bar, render, sparkline, summary
 
 from test_live import ROOT, cli, env, signal_at
 

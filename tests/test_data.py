@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SR, has_module, tone
-from neuroear import data as D
+from neuroear.training import data as D
 from neuroear.errors import NeuroEarError
 
 LABELS = ("piano", "violin", "flute")

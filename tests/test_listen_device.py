@@ -279,11 +279,12 @@ def _untrained() -> bool:
 @pytest.mark.skipif(_untrained(), reason="model card says UNTRAINED: instrument check waits for the trained model")
 def test_violin_then_piano_through_the_device(feeder):
     """The example clip's first 8 s (violin 0–4 s, piano 4–8 s) played into the mic: right instruments, right times."""
-    from neuroear import audio, live
+    from neuroear import audio
     from neuroear.errors import NeuroEarError
+    from neuroear.live.sources import example_clip
 
     try:
-        clip = live.example_clip()
+        clip = example_clip()
     except NeuroEarError as exc:
         pytest.skip(str(exc))
     segments = {}

@@ -19,12 +19,14 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neuroear import audio, live
+from neuroear import audio, framing
+from neuroear.live import loop, sources, streamer
 from neuroear.errors import NeuroEarError
 from neuroear.infer import Detector
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "stream" / "detection.schema.json"
+FRAMING = framing.Framing()  # the shipped model's: 16 000 samples at 16 kHz
 
 def cli(*args: str) -> list[str]:
     """Command line running ``neuroear ARGS`` with this interpreter."""
@@ -77,15 +79,16 @@ def stream_file(path: Path, *, hop: int, block: int, predict=None, **kw):
     """Run the live loop over a file; returns (starts, windows, probs, stats)."""
     got = []
     predict = predict or (lambda w: np.zeros((w.shape[0], 1), np.float32))
-    stats = live.run(
-        live.FileSource(path, block=block),
+    stats = loop.run(
+        sources.FileSource(path, block=block),
         predict,
+        framing=FRAMING,
         hop=hop,
         on_hop=lambda w, p, s: got.append((w.start, w.samples, p)) or True,
         **kw,
     )
     if not got:
-        return np.zeros(0, int), np.zeros((0, audio.WINDOW_SAMPLES)), np.zeros((0, 1)), stats
+        return np.zeros(0, int), np.zeros((0, framing.WINDOW_SAMPLES)), np.zeros((0, 1)), stats
     return np.array([g[0] for g in got]), np.stack([g[1] for g in got]), np.stack([g[2] for g in got]), stats
 
 
@@ -96,8 +99,8 @@ def test_any_block_size_gives_the_windows_and_probs_of_analyze(clips, detector, 
     path = clips[f"mono{rate}"]
     if block == 3 and rate != 16000:
         block = 97  # a few thousand tiny blocks are enough; single frames are covered below
-    hop = audio.hop_samples(hop_s)
-    ref_starts, ref_windows = audio.windows(audio.load(path), hop=hop)
+    hop = framing.hop_samples(hop_s)
+    ref_starts, ref_windows = framing.windows(audio.load(path, sample_rate=framing.SAMPLE_RATE), hop=hop)
     starts, windows, probs, stats = stream_file(path, hop=hop, block=block, predict=detector.predict)
     np.testing.assert_array_equal(starts, ref_starts)
     assert starts[1] - starts[0] == hop
@@ -112,14 +115,14 @@ def test_any_block_size_gives_the_windows_and_probs_of_analyze(clips, detector, 
 def test_streamer_any_split_of_the_same_audio_frames_identically(cuts):
     rate = 44100
     x = signal_at(rate, 2.6)[:, None]
-    one = live.Streamer(in_rate=rate, hop=4000)
-    ref = one.push([live.Block(x, 0.0)], last=True) + one.finish()
+    one = streamer.Streamer(framing=FRAMING, in_rate=rate, hop=4000)
+    ref = one.push([sources.Block(x, 0.0)], last=True) + one.finish()
     ref_starts, ref_windows = [w.start for w in ref], np.stack([w.samples for w in ref])
-    s = live.Streamer(in_rate=rate, hop=4000)
+    s = streamer.Streamer(framing=FRAMING, in_rate=rate, hop=4000)
     wins, pos, i = [], 0, 0
     while pos < len(x):
         n = cuts[i % len(cuts)]
-        wins += s.push([live.Block(x[pos : pos + n], 0.0)])
+        wins += s.push([sources.Block(x[pos : pos + n], 0.0)])
         pos, i = pos + n, i + 1
     wins += s.push([], last=True) + s.finish()
     np.testing.assert_array_equal([w.start for w in wins], ref_starts)
@@ -127,15 +130,15 @@ def test_streamer_any_split_of_the_same_audio_frames_identically(cuts):
 
 
 def test_single_frame_blocks(clips):
-    hop = audio.hop_samples(0.5)
-    ref_starts, ref_windows = audio.windows(audio.load(clips["mono16000"]), hop=hop)
+    hop = framing.hop_samples(0.5)
+    ref_starts, ref_windows = framing.windows(audio.load(clips["mono16000"], sample_rate=framing.SAMPLE_RATE), hop=hop)
     starts, windows, _, _ = stream_file(clips["mono16000"], hop=hop, block=1)
     np.testing.assert_array_equal(starts, ref_starts)
     np.testing.assert_array_equal(windows, ref_windows)
 
 
 def test_stereo_is_downmixed_to_the_channel_mean(clips):
-    hop = audio.hop_samples(1.0)
+    hop = framing.hop_samples(1.0)
     _, stereo, _, _ = stream_file(clips["stereo"], hop=hop, block=512)
     _, mono, _, _ = stream_file(clips["downmixed"], hop=hop, block=512)
     np.testing.assert_allclose(stereo, mono, rtol=0, atol=1e-6)
@@ -163,7 +166,7 @@ def test_duration_counts_stream_time(clips):
 def test_clipping_is_flagged(tmp_path):
     sf.write(tmp_path / "clip.wav", np.clip(3 * signal_at(16000, 2.0), -1, 1), 16000, subtype="FLOAT")
     seen = []
-    live.run(live.FileSource(tmp_path / "clip.wav"), lambda w: np.zeros((1, 1)), hop=16000,
+    loop.run(sources.FileSource(tmp_path / "clip.wav"), lambda w: np.zeros((1, 1)), framing=FRAMING, hop=16000,
              on_hop=lambda *a: True, on_tick=lambda s: seen.append(s.clipping), tick_seconds=0)
     assert any(seen)
 
@@ -176,29 +179,29 @@ def test_slow_consumer_drops_hops_and_latency_and_memory_stay_bounded(clips):
         time.sleep(infer_s)
         return np.zeros((w.shape[0], 1), np.float32)
 
-    src = live.FileSource(clips["long"], block=1024, realtime=True)
+    src = sources.FileSource(clips["long"], block=1024, realtime=True)
     tracemalloc.start()
-    stats = live.run(src, slow_predict, hop=4000, on_hop=lambda *a: True, duration=5.0)
+    stats = loop.run(src, slow_predict, framing=FRAMING, hop=4000, on_hop=lambda *a: True, duration=5.0)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     expected = (5 * 16000 - 16000) // 4000 + 1  # windows in 5 s at a 0.25 s hop
     assert stats.dropped > 0
     assert stats.hops + stats.dropped == expected
-    max_lag_s = live.DEFAULT_MAX_LAG_SECONDS
+    max_lag_s = loop.DEFAULT_MAX_LAG_SECONDS
     assert max(stats.lat_total) < (max_lag_s + infer_s + 0.4) * 1e3  # bounded, not growing with time
     assert peak < 16 * 2**20
 
 
 def test_a_fast_consumer_drops_nothing_in_real_time(clips):
-    src = live.FileSource(clips["long"], block=1024, realtime=True)
-    stats = live.run(src, lambda w: np.zeros((1, 1)), hop=8000, on_hop=lambda *a: True, duration=2.5)
+    src = sources.FileSource(clips["long"], block=1024, realtime=True)
+    stats = loop.run(src, lambda w: np.zeros((1, 1)), framing=FRAMING, hop=8000, on_hop=lambda *a: True, duration=2.5)
     assert stats.dropped == 0 and stats.hops == 4
     assert stats.wall_seconds == pytest.approx(2.5, abs=0.5)
 
 
 def test_missing_example_or_demo_clip():
     try:
-        clip = live.example_clip()
+        clip = sources.example_clip()
     except NeuroEarError as exc:
         assert "example clip is missing" in str(exc)
     else:
@@ -226,7 +229,7 @@ def test_listen_input_writes_schema_valid_lines_matching_predict(clips, detector
     v = validator()
     for row in rows:
         v.validate(row)
-    starts, windows = audio.windows(audio.load(clips["mono44100"]), hop=8000)
+    starts, windows = framing.windows(audio.load(clips["mono44100"], sample_rate=framing.SAMPLE_RATE), hop=8000)
     assert [row["start"] for row in rows] == list(starts / 16000)
     assert [row["end"] for row in rows] == [min(s / 16000 + 1, 3.3) for s in starts]
     ref = detector.predict(windows)
@@ -303,7 +306,7 @@ def test_bad_arguments_are_one_clear_line(args, message):
 def test_demo_streams_the_example_clip_or_says_it_is_missing():
     r = run_cli("listen", "--demo", "--no-dashboard", "--duration", "1.5", "--hop", "0.5", timeout=60)
     try:
-        live.example_clip()
+        sources.example_clip()
     except NeuroEarError:
         assert r.returncode == 1 and "example clip is missing" in r.stderr
         return

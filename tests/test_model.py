@@ -13,7 +13,7 @@ pytestmark = needs_torch
 def test_cqt_a4_sine_peaks_in_a4_bin():
     import torch
 
-    from neuroear.features import CQTConfig, CQTFrontEnd
+    from neuroear.training.features import CQTConfig, CQTFrontEnd
 
     cfg = CQTConfig(norm="none")
     fe = CQTFrontEnd(cfg)
@@ -30,7 +30,7 @@ def test_cqt_a4_sine_peaks_in_a4_bin():
 def test_window_norm_removes_gain():
     import torch
 
-    from neuroear.features import CQTFrontEnd
+    from neuroear.training.features import CQTFrontEnd
 
     fe = CQTFrontEnd()
     x = torch.from_numpy(tone(330.0, 1.0, amp=0.5))[None]
@@ -42,9 +42,9 @@ def test_window_norm_removes_gain():
 def test_detector_shapes(residual):
     import torch
 
-    from neuroear.model import Detector, NetConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
 
-    det = Detector(("a", "b", "c"), net=NetConfig(channels=(8, 16), residual=residual))
+    det = InstrumentNet(("a", "b", "c"), net=NetConfig(channels=(8, 16), residual=residual))
     out = det(torch.zeros(2, SR))
     assert out.shape == (2, 3)
 
@@ -53,14 +53,14 @@ def test_export_parity_and_metadata(tmp_path):
     import onnx
     import torch
 
-    from neuroear.export import export
+    from neuroear.training.export import export
     from neuroear.infer import Detector as OrtDetector
     from neuroear.metadata import METADATA_KEY, ModelCard
-    from neuroear.model import Detector, NetConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
 
     torch.manual_seed(0)
     labels = ("piano", "violin")
-    det = Detector(labels, net=NetConfig(channels=(8, 16))).eval()
+    det = InstrumentNet(labels, net=NetConfig(channels=(8, 16))).eval()
     card = ModelCard(name="t", labels=labels, sample_rate=SR, window_samples=SR, cqt=det.cqt_cfg.to_dict(), thresholds={"piano": 0.4, "violin": 0.6})
     out = tmp_path / "t.onnx"
     rep = export(det, card, out)
@@ -80,7 +80,7 @@ def test_export_parity_and_metadata(tmp_path):
 def test_pcen_smoother_is_the_iir_filter_started_at_steady_state():
     import scipy.signal as ss
 
-    from neuroear.features import pcen_smoother
+    from neuroear.training.features import pcen_smoother
 
     w = pcen_smoother(32, SR, 512).double().numpy()
     b = w[1, 1]
@@ -93,7 +93,7 @@ def test_pcen_smoother_is_the_iir_filter_started_at_steady_state():
 def test_pcen_cancels_gain_and_a_fixed_colouring_better_than_the_log():
     import torch
 
-    from neuroear.features import CQTConfig, CQTFrontEnd
+    from neuroear.training.features import CQTConfig, CQTFrontEnd
 
     rng = np.random.default_rng(1)
     x = tone(220.0, 1.0, amp=0.3) * (1 + 0.5 * np.sin(2 * np.pi * 3 * np.arange(SR) / SR)).astype(np.float32)
@@ -110,14 +110,14 @@ def test_pcen_cancels_gain_and_a_fixed_colouring_better_than_the_log():
 def test_pcen_model_exports_with_parity(tmp_path):
     import torch
 
-    from neuroear.export import export
-    from neuroear.features import CQTConfig
+    from neuroear.training.export import export
+    from neuroear.training.features import CQTConfig
     from neuroear.infer import Detector as OrtDetector
     from neuroear.metadata import ModelCard
-    from neuroear.model import Detector, NetConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
 
     torch.manual_seed(0)
-    det = Detector(("piano", "violin"), CQTConfig(norm="pcen"), NetConfig(channels=(8, 16))).eval()
+    det = InstrumentNet(("piano", "violin"), CQTConfig(norm="pcen"), NetConfig(channels=(8, 16))).eval()
     card = ModelCard(name="p", labels=det.labels, sample_rate=SR, window_samples=SR, cqt=det.cqt_cfg.to_dict(), thresholds={"piano": 0.5, "violin": 0.5})
     rep = export(det, card, tmp_path / "p.onnx")
     assert rep["max_abs_diff"] <= 1e-4
@@ -127,7 +127,7 @@ def test_pcen_model_exports_with_parity(tmp_path):
 def test_spec_mask_only_in_training_and_within_its_widths():
     import torch
 
-    from neuroear.model import CNN, NetConfig, spec_mask
+    from neuroear.training.model import CNN, NetConfig, spec_mask
 
     torch.manual_seed(0)
     x = torch.ones(64, 1, 84, 32)

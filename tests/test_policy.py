@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neuroear.errors import NeuroEarError
-from neuroear.policy import Policy, PolicyConfig, parse_thresholds
+from neuroear.infer import parse_thresholds
+from neuroear.live.policy import Policy, PolicyConfig
 
 LABELS = ("piano", "violin")
 

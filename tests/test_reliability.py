@@ -31,9 +31,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, SR, run_cli, tone
-from neuroear import audio, device
+from neuroear import audio, framing
+from neuroear.live import device
 from neuroear.errors import NeuroEarError
-from neuroear.ringbuffer import Block, RingBuffer, Streamer
+from neuroear.framing import RingBuffer
+from neuroear.live.sources import Block
+from neuroear.live.streamer import Streamer
 
 sys.path.insert(0, str(ROOT / "stream"))
 import soak  # noqa: E402  (stream/soak.py: PrivatePulse, LoopFeeder)
@@ -222,7 +225,7 @@ def test_unreadable_file_even_as_root(tmp_path, monkeypatch):
     real = os.access
     monkeypatch.setattr(audio.os, "access", lambda p, mode, **kw: False if Path(p) == f else real(p, mode, **kw))
     with pytest.raises(NeuroEarError, match="permission denied") as e:
-        list(audio.stream(f))
+        list(audio.stream(f, sample_rate=framing.SAMPLE_RATE))
     assert str(e.value) == f"{f}: permission denied"
 
 
@@ -279,7 +282,7 @@ def hour_file(tmp_path_factory) -> Path:
 MAXRSS_WRAPPER = (
     "import atexit, resource, sys\n"
     "atexit.register(lambda: sys.stderr.write(f'MAXRSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
-    "from neuroear.cli import main\n"
+    "from neuroear.cli.main import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 
@@ -359,7 +362,7 @@ def test_any_bytes_decode_or_fail_with_one_clear_error(prefix, body, suffix):
     f = d / f"fuzz{suffix}"
     f.write_bytes(prefix + body)
     try:
-        x = audio.load(f)
+        x = audio.load(f, sample_rate=framing.SAMPLE_RATE)
     except NeuroEarError as exc:
         assert str(exc).startswith(f"{f}: ") and "\n" not in str(exc)
     else:
@@ -402,7 +405,7 @@ def test_damaged_files_decode_or_fail_with_one_clear_error(valid_files, which, c
     try:
         with w.catch_warnings():
             w.simplefilter("ignore")
-            x = audio.load(f)
+            x = audio.load(f, sample_rate=framing.SAMPLE_RATE)
     except NeuroEarError as exc:
         assert str(exc).startswith(f"{f}: ") and "\n" not in str(exc)
     else:
@@ -428,8 +431,8 @@ def test_decode_length_windows_and_block_size_invariance(rate, channels, frames,
     x = np.random.default_rng(frames).uniform(-1, 1, (frames, channels)).astype(np.float32)
     sf.write(f, x, rate, subtype=subtype)
     try:
-        whole = audio.load(f)
-        pieces = list(audio.stream(f, block_seconds=block_seconds))
+        whole = audio.load(f, sample_rate=framing.SAMPLE_RATE)
+        pieces = list(audio.stream(f, sample_rate=framing.SAMPLE_RATE, block_seconds=block_seconds))
     finally:
         f.unlink()
         d.rmdir()
@@ -439,16 +442,16 @@ def test_decode_length_windows_and_block_size_invariance(rate, channels, frames,
     assert np.isfinite(whole).all()
     # [-1, 1] at the file's rate; band-limited resampling of full-scale noise overshoots a little (predict clips)
     assert np.abs(whole).max(initial=0) <= (1.0 if rate == SR else 2.0)
-    starts, wins = audio.windows(whole, hop=hop)
+    starts, wins = framing.windows(whole, hop=hop)
     n = whole.size
     if n == 0:
         assert starts.size == 0
         return
     # every sample is covered; windows start every hop; only a tail under MIN_TAIL_SECONDS of new audio is dropped
     assert starts.tolist() == [k * hop for k in range(starts.size)]
-    covered = starts[-1] + audio.WINDOW_SAMPLES
-    assert covered >= n or n - covered < audio.MIN_TAIL_SECONDS * SR
-    assert wins.shape == (starts.size, audio.WINDOW_SAMPLES)
+    covered = starts[-1] + framing.WINDOW_SAMPLES
+    assert covered >= n or n - covered < framing.MIN_TAIL_SECONDS * SR
+    assert wins.shape == (starts.size, framing.WINDOW_SAMPLES)
 
 
 @settings(max_examples=60, deadline=None)
@@ -509,13 +512,13 @@ def test_ring_buffer_reads_match_a_reference_or_raise_index_error(capacity, ops)
 def test_streamer_with_lag_never_reads_overwritten_audio(sizes, hop, max_lag):
     """Batches of any size (a consumer waking late): each window is emitted or counted dropped, never lost."""
     x = np.random.default_rng(len(sizes)).uniform(-1, 1, sum(sizes)).astype(np.float32)
-    s = Streamer(in_rate=SR, hop=hop, max_lag=max_lag)
+    s = Streamer(framing=framing.Framing(), in_rate=SR, hop=hop, max_lag=max_lag)
     got, pos = [], 0
     for n in sizes:
         got += s.push([Block(x[pos : pos + n, None], 0.0)])
         pos += n
-    ref_starts, ref = audio.windows(x, hop=hop)
-    full = [k for k, st0 in enumerate(ref_starts) if st0 + audio.WINDOW_SAMPLES <= x.size]
+    ref_starts, ref = framing.windows(x, hop=hop)
+    full = [k for k, st0 in enumerate(ref_starts) if st0 + framing.WINDOW_SAMPLES <= x.size]
     assert len(got) + s.dropped == len(full) == s.count
     for w in got:
         k = w.start // hop
@@ -736,7 +739,7 @@ def fake_card(monkeypatch) -> FakeWorld:
 
 def listen_in_process(capfd, *args: str) -> tuple[int, list[dict], str]:
     """``main(["listen", …])`` in this process (the fake card lives here), stopped by SIGTERM if it runs 30 s."""
-    from neuroear.cli import main
+    from neuroear.cli.main import main
 
     watchdog = threading.Timer(30, os.kill, (os.getpid(), signal.SIGTERM))
     watchdog.start()
@@ -844,14 +847,31 @@ def test_listen_signal_stops_with_summary(long_clip, sig):
         json.loads(line)
 
 
-def test_listen_input_damaged_file_keeps_its_lines(tmp_path):
+def test_listen_input_recovers_from_a_corrupt_frame_like_analyze(tmp_path):
+    """`listen --input` decodes through the same AudioFile as `analyze`: the undecodable stretch
+    becomes silence (one warning), the file is read to its end, the rows start where analyze's do."""
     f = tmp_path / "damaged.flac"
     BAD_INPUTS["FLAC with a corrupt frame"][0](f)
     r = run_cli("listen", "--input", str(f), "--no-dashboard", timeout=KILL_AFTER)
+    assert r.returncode == 0, r.stderr
+    assert_clean(r.stderr)
+    warned = [line for line in r.stderr.splitlines() if "warning" in line]
+    # libsndfile's reason depends on where the read stops (1024-frame blocks here, 30 s in analyze)
+    assert len(warned) == 1 and re.search(r"s of undecodable data at \d+\.\d+ s \(.+\) replaced by silence", warned[0]), r.stderr
+    rows = rows_of(r.stdout)
+    check_hops(rows, 1.0, 6)
+    a = run_cli("analyze", str(f), "--format", "jsonl", timeout=KILL_AFTER)
+    assert [row["start"] for row in rows] == [row["start"] for row in rows_of(a.stdout)]
+
+
+def test_listen_input_cut_short_keeps_its_lines(tmp_path):
+    f = tmp_path / "cut.flac"
+    BAD_INPUTS["FLAC cut mid-stream"][0](f)
+    r = run_cli("listen", "--input", str(f), "--no-dashboard", timeout=KILL_AFTER)
     assert r.returncode == 1
     assert_clean(r.stderr)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and re.match(rf"neuroear: error: {re.escape(str(f))}: cannot decode past \d+\.\d+ s \(.+\): the file is cut short or corrupt there", lines[0]), r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip() and "warning" not in line]
+    assert len(lines) == 1 and re.match(rf"neuroear: error: {re.escape(str(f))}: cannot decode past \d+\.\d+ s of 6\.00 s \(.+\): the file is cut short or corrupt", lines[0]), r.stderr
     rows = rows_of(r.stdout)
     assert rows
     check_hops(rows, 1.0)

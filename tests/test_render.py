@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuroear import render
+from neuroear.training import music, render
 from neuroear.errors import NeuroEarError
-from neuroear.render import LABELS, PROGRAMS, RANGES, Phrase
+from neuroear.training.music import LABELS, PROGRAMS, RANGES, Phrase
 
 TIMGM = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 RATE = 16_000  # Hz
@@ -67,12 +67,12 @@ def test_phrase_transposed_into_range(label: str) -> None:
     wide = Phrase("test", tuple((float(i), 1.0, p) for i, p in enumerate([20, 50, 80, 110])), True)
     shifts = set()
     for _ in range(20):
-        moved = render.transpose_into_range(narrow, lo, hi, rng=rng)
+        moved = music.transpose_into_range(narrow, lo, hi, rng=rng)
         pitches = np.array([n[2] for n in moved.notes])
         assert lo <= pitches.min() and pitches.max() <= hi
         assert np.array_equal(np.diff(pitches), np.diff([n[2] for n in narrow.notes]))  # one shift: same intervals
         shifts.add(int(pitches[0]) - 60)
-        folded = render.transpose_into_range(wide, lo, hi, rng=rng)
+        folded = music.transpose_into_range(wide, lo, hi, rng=rng)
         assert all(lo <= n[2] <= hi for n in folded.notes)
     assert len(shifts) > 1  # the position in the range is random
 
@@ -83,12 +83,12 @@ def test_compose_plays_inside_the_range_and_clip(label: str) -> None:
     chorale = tuple(sorted((float(i), 1.0, p + d) for i in range(24) for d, p in enumerate((48, 55, 64, 72))))
     phrases = lines + [Phrase("c", chorale, True)]
     for program in PROGRAMS[label]:
-        sc = render.compose(label, program, phrases, seconds=8.0, rng=np.random.default_rng(program))
+        sc = music.compose(label, program, phrases, seconds=8.0, rng=np.random.default_rng(program))
         lo, hi = RANGES[label]
         assert sc.notes
         assert all(lo <= p <= hi and 1 <= v <= 127 for _, _, p, v in sc.notes)
         assert all(0.0 <= on < off <= 8.0 for on, off, _, _ in sc.notes)
-        ivs = render.sounding(sc)
+        ivs = music.sounding(sc)
         assert all(a < b <= c for (a, b), (c, _) in zip(ivs, ivs[1:]))  # merged, sorted, disjoint
 
 

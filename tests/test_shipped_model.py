@@ -34,10 +34,10 @@ def test_metadata_agrees_with_graph(detector):
 
 
 def test_example_clip_names_the_instrument_playing(detector):
-    from neuroear import audio
+    from neuroear import audio, framing
 
     truth = list(csv.DictReader((EXAMPLE.parent / "example.labels.csv").open()))
-    starts, w = audio.windows(audio.load(EXAMPLE))
+    starts, w = framing.windows(audio.load(EXAMPLE, sample_rate=framing.SAMPLE_RATE))
     probs = detector.predict(w)
     solo = {}
     for row in truth:
@@ -46,7 +46,7 @@ def test_example_clip_names_the_instrument_playing(detector):
     for (a, b), labs in solo.items():
         if len(labs) != 1:
             continue
-        idx = [i for i, s in enumerate(starts / audio.SAMPLE_RATE) if a <= s < b]
+        idx = [i for i, s in enumerate(starts / framing.SAMPLE_RATE) if a <= s < b]
         top = [detector.labels[int(probs[i].argmax())] for i in idx]
         hits += sum(t == labs[0] for t in top)
         total += len(top)
@@ -57,7 +57,7 @@ def test_example_clip_names_the_instrument_playing(detector):
 def test_fresh_renders_on_a_held_out_font_name_each_instrument(detector, tmp_path):
     """One fresh clip per label on TimGM6mb, a SoundFont family training never heard."""
     from neuroear import evaluate as E
-    from neuroear import render
+    from neuroear.training import render
 
     if "timgm" not in render.available_families():
         pytest.skip("timgm6mb-soundfont not installed")

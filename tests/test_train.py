@@ -11,9 +11,9 @@ pytestmark = needs_torch
 
 
 def test_config_survives_a_json_round_trip() -> None:
-    from neuroear import data as D
-    from neuroear import train as T
-    from neuroear.model import NetConfig
+    from neuroear.training import data as D
+    from neuroear.training import train as T
+    from neuroear.training.model import NetConfig
 
     cfg = replace(
         T.TrainConfig(),

@@ -12,7 +12,7 @@ pytestmark = [needs_torch, pytest.mark.skipif(not (has_module("fluidsynth") and 
 
 
 def test_tiny_train_export_analyze(tmp_path):
-    from neuroear import render
+    from neuroear.training import render
 
     fams = render.available_families()
     if "timgm" not in fams:

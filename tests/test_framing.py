@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neuroear.ringbuffer import RingBuffer
+from neuroear.framing import RingBuffer
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,4 +1,4 @@
-"""Scores for rendered training audio: music21 corpus → phrases → one instrument's timed notes.
+"""Musical scores for rendered training audio (not scoring): music21 corpus → phrases → one instrument's timed notes.
 
     music21 corpus (ABC folk tunes, Bach chorales) → `load_phrases` (parsed once, cached as JSON)
     → per clip `compose`: one instrument program, styles (melody, chorale, block chords, arpeggios,

@@ -18,11 +18,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from neuroear import data as D
 from neuroear import evaluate as E
 from neuroear.errors import NeuroEarError
-from neuroear.features import CQTConfig
-from neuroear.model import Detector, NetConfig, n_params
+from neuroear.training import data as D
+from neuroear.training.features import CQTConfig
+from neuroear.training.model import InstrumentNet, NetConfig, n_params
 
 LABELS = ("accordion", "cello", "clarinet", "flute", "guitar", "organ", "piano", "saxophone", "trumpet", "violin", "voice")
 OPTIMIZERS = ("sgd", "nesterov", "adagrad", "adadelta", "adam")
@@ -91,7 +91,7 @@ def make_optimizer(name: str, params, lr: float | None, weight_decay: float = 0.
 class TrainResult:
     """What a run produced: the EMA model, calibrated thresholds and validation scores."""
 
-    model: Detector
+    model: InstrumentNet
     thresholds: dict[str, float]
     val: dict
     history: list[dict] = field(default_factory=list)
@@ -117,9 +117,9 @@ def _predict(model: torch.nn.Module, x: np.ndarray, batch: int = 128) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _load_init(model: Detector, cfg: TrainConfig) -> None:
+def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     """Start from ``cfg.init``'s weights; its labels, front end and net shape must be this run's."""
-    from neuroear.export import load_checkpoint
+    from neuroear.training.export import load_checkpoint
 
     start, _ = load_checkpoint(Path(cfg.init))  # built from the checkpoint's own labels and configs
 
@@ -155,7 +155,7 @@ def train(
     log: Callable[[str], None] = print,
     clips: tuple[list[D.Clip], list[D.Clip]] | None = None,
 ) -> TrainResult:
-    """Train a Detector; write ``out_dir/{checkpoint.pt, config.json, history.jsonl}`` if given."""
+    """Train an InstrumentNet; write ``out_dir/{checkpoint.pt, config.json, history.jsonl}`` if given."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if cfg.threads:
@@ -168,7 +168,7 @@ def train(
     sampler = D.Sampler(train_clips, cfg.labels, cfg=cfg.mix, seed=cfg.seed)
     val_x, val_y = D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False).batch(cfg.val_windows)
 
-    model = Detector(cfg.labels, cfg.cqt, cfg.net)
+    model = InstrumentNet(cfg.labels, cfg.cqt, cfg.net)
     if cfg.init:
         _load_init(model, cfg)
     ema = copy.deepcopy(model)

@@ -15,10 +15,11 @@ from typing import IO, Any, Mapping, Sequence
 
 import numpy as np
 
-from neuroear.policy import Event
+from neuroear.analyze import window_row
+from neuroear.live.policy import Event
 
 PROB_DECIMALS = 4  # probabilities are written rounded to 1e-4
-TIME_DECIMALS = 6  # stream seconds: exact for any hop in whole samples at 16 kHz (62.5 µs)
+TIME_DECIMALS = 6  # stream seconds: µs, finer than one sample at 16 kHz (62.5 µs)
 
 
 def utc_now() -> str:
@@ -43,11 +44,8 @@ def detection_record(
     ``start``/``end`` in stream seconds; ``probs`` [n_labels] in label order.
     """
     return {
-        "source": source,
-        "start": round(float(start), TIME_DECIMALS),
-        "end": round(float(end), TIME_DECIMALS),
-        "probs": {lab: round(float(p), PROB_DECIMALS) for lab, p in zip(labels, np.asarray(probs).reshape(-1))},
-        "active": list(active),
+        **window_row(source=source, start=start, end=end, labels=labels, probs=probs, active=active,
+                     time_decimals=TIME_DECIMALS, prob_decimals=PROB_DECIMALS),
         "time": time or utc_now(),
         "latency_ms": round(float(latency_ms), 2),
         "provider": provider,

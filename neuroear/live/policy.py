@@ -19,26 +19,6 @@ from neuroear.errors import NeuroEarError
 MAX_SMOOTH = 32  # hops: a longer moving average is a different product (a summary, not detection)
 
 
-def parse_thresholds(items: Sequence[str] | None, labels: Sequence[str]) -> dict[str, float]:
-    """Parse ``LABEL=VALUE`` overrides (``--threshold``) into {label: value in [0, 1]}."""
-    out: dict[str, float] = {}
-    for item in items or ():
-        label, sep, value = str(item).partition("=")
-        label = label.strip()
-        if not sep or not label:
-            raise NeuroEarError(f"--threshold {item!r}: expected LABEL=VALUE, e.g. violin=0.6")
-        if label not in labels:
-            raise NeuroEarError(f"--threshold {item!r}: unknown label {label!r}; the model's labels are {', '.join(labels)}")
-        try:
-            v = float(value)
-        except ValueError:
-            raise NeuroEarError(f"--threshold {item!r}: {value!r} is not a number") from None
-        if not (0.0 <= v <= 1.0):
-            raise NeuroEarError(f"--threshold {item!r}: value must be between 0 and 1")
-        out[label] = v
-    return out
-
-
 @dataclass(frozen=True)
 class PolicyConfig:
     """Per-label on/off levels (probabilities) and the moving-average length (hops).
@@ -62,7 +42,8 @@ class PolicyConfig:
         hysteresis: float = 0.0,
         smooth: int = 1,
     ) -> "PolicyConfig":
-        """From the model's labels and thresholds (``Detector.thresholds``) plus user overrides.
+        """From the model's labels and thresholds (``Detector.thresholds``) plus user overrides
+        (checked by ``infer.parse_thresholds``).
 
         ``hysteresis`` (probability) sets each off level to ``on - hysteresis`` (at least 0).
         """

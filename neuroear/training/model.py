@@ -1,4 +1,6 @@
-"""The CNN and the exported ``Detector`` (CQT front end + CNN + sigmoid).
+"""The CNN and the network that is exported, ``InstrumentNet`` (CQT front end + CNN; sigmoid on export).
+
+(The ONNX Runtime side that runs the exported file is ``neuroear.infer.Detector``.)
 
 The CNN follows the seed's family — blocks of conv→BN→ReLU with max pooling — made small
 enough to run in ~1 ms per window and to fit a model file under 2 MB.
@@ -11,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from neuroear.features import CQTConfig, CQTFrontEnd
+from neuroear.training.features import CQTConfig, CQTFrontEnd
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def spec_mask(x: torch.Tensor, max_bins: int, max_frames: int, masks: int = 2) -
     return x * keep
 
 
-class Detector(nn.Module):
+class InstrumentNet(nn.Module):
     """waveform [batch, samples] in [-1, 1] → logits, or probabilities with ``probs=True``.
 
     ``forward`` returns logits (for BCE-with-logits in training); ``export`` wraps it in
@@ -119,9 +121,6 @@ class Detector(nn.Module):
         self.frontend = CQTFrontEnd(cqt)
         self.cnn = CNN(len(labels), net)
 
-    def features(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.frontend(waveform)
-
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.cnn(self.frontend(waveform))
 
@@ -129,12 +128,12 @@ class Detector(nn.Module):
 class WithSigmoid(nn.Module):
     """The graph that is exported: waveform → probabilities."""
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, net: InstrumentNet) -> None:
         super().__init__()
-        self.detector = detector
+        self.net = net
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.detector(waveform))
+        return torch.sigmoid(self.net(waveform))
 
 
 def n_params(module: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""The ``bench`` subcommand; ``neuroear.cli`` calls ``register(subparsers)``.
+"""The ``bench`` subcommand; ``cli.main`` calls ``register(subparsers)``.
 
 Thin: the benchmarks are scripts in the repository's ``benchmarks/`` folder, never imported by the
 package. ``neuroear bench`` finds ``benchmarks/run.py`` next to the package in a source checkout and
@@ -22,7 +22,7 @@ RUNNER = Path("benchmarks") / "run.py"
 
 def find_runner() -> Path:
     """``benchmarks/run.py`` of the checkout this package was imported from, or raise NeuroEarError."""
-    here = Path(__file__).resolve().parent  # .../neuroear
+    here = Path(__file__).resolve().parents[1]  # .../neuroear
     candidates = [here.parent / RUNNER]
     env = os.environ.get("NEUROEAR_REPO")
     if env:

@@ -4,7 +4,7 @@ Data flow
     music21 corpus (ABC folk tunes, Bach chorales) → `load_phrases` (parsed once, cached as JSON)
     → per clip: one instrument program, styles (melody, chorale, block chords, arpeggios, strums,
       power chords, oom-pah), tempo, articulation, dynamics and controllers → timed notes (s)
-      (these two steps live in ``score``; this module re-exports them)
+      (these two steps live in ``music``)
     → synthesis: FluidSynth (pyfluidsynth, offline, float output) for the SoundFont families,
       TiMidity++ for ``freepats`` (GUS ``.pat`` patches, which FluidSynth cannot read)
     → soxr to ``sample_rate`` → random peak level → FLAC (PCM_16) + one manifest line per clip.
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroear.errors import NeuroEarError
-from neuroear.score import (  # re-exported: the score half of rendering
+from neuroear.training.music import (  # the score half of rendering
     CC_CHORUS,
     CC_REVERB,
     LABELS,
@@ -208,7 +208,7 @@ def render_notes(
         x = r.render(sc, program=program, seconds=seconds, fx=fx)
     finally:
         r.close()
-    from neuroear.audio import resample
+    from neuroear.resample import resample
 
     return resample(x, RENDER_RATE, sample_rate)
 
@@ -287,7 +287,7 @@ def render_set(
 
     import soundfile as sf
 
-    from neuroear.audio import resample
+    from neuroear.resample import resample
 
     start = time.perf_counter()
     phrases = load_phrases(n_pieces=n_pieces, seed=seed, cache_dir=cache_dir)

@@ -3,7 +3,7 @@
 Two kinds of source are mixed in every batch (probes here: renders alone reach ~0.5 macro F1
 on real audio, real notes alone collapse on phrases, half and half did best):
 - real recordings, one label per file, given as folders (folder = label) or a CSV manifest;
-- rendered clips from ``neuroear.render`` with per-note timing, so silence gets no label.
+- rendered clips from ``neuroear.training.render`` with per-note timing, so silence gets no label.
 
 Augmentation imitates rooms and microphones: gain, coloured noise at random SNR, reverb,
 EQ tilt, band limits and soft clipping (the real dev set's guitar is distorted). Two back ends
@@ -24,11 +24,12 @@ from typing import Sequence
 
 import numpy as np
 
-from neuroear import audio
+from neuroear import audio, framing
 from neuroear.errors import NeuroEarError
+from neuroear.resample import resample
 
-SR = audio.SAMPLE_RATE
-WIN = audio.WINDOW_SAMPLES
+SR = framing.SAMPLE_RATE
+WIN = framing.WINDOW_SAMPLES
 CONTEXT = SR // 2  # samples of audio before each window, so reverb tails come from real history
 MIN_ACTIVE_SECONDS = 0.15  # s of sounding notes a window needs to carry a rendered label
 REAL_QUIET_DB = 35.0  # dB below a real clip's loudest window: quieter windows carry no label
@@ -110,7 +111,7 @@ def load_real(sources: Sequence[str | Path], labels: Sequence[str], *, cache: Pa
     clips = []
     for p, lab in pairs:
         try:
-            x = audio.load(p)
+            x = audio.load(p, sample_rate=SR)
         except NeuroEarError as exc:
             warnings.warn(f"skipping {exc}", stacklevel=2)
             continue
@@ -130,7 +131,7 @@ def load_real(sources: Sequence[str | Path], labels: Sequence[str], *, cache: Pa
 
 
 def load_rendered(manifest: Path, labels: Sequence[str]) -> list[Clip]:
-    """Clips listed in a ``neuroear.render`` manifest.jsonl, with 10 ms activity masks."""
+    """Clips listed in a ``training.render`` manifest.jsonl, with 10 ms activity masks."""
     import soundfile as sf
 
     clips = []
@@ -143,7 +144,7 @@ def load_rendered(manifest: Path, labels: Sequence[str]) -> list[Clip]:
             continue
         x, rate = sf.read(str(root / m["file"]), dtype="int16")
         if rate != SR:
-            x = _to_int16(audio.resample(x.astype(np.float32) / 32768.0, rate, SR))
+            x = _to_int16(resample(x.astype(np.float32) / 32768.0, rate, SR))
         active = np.zeros(max(1, -(-x.size // 160)), dtype=bool)
         for on, off in m["notes"]:
             active[int(on * 100) : int(np.ceil(off * 100))] = True

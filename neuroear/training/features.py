@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from neuroear.framing import SAMPLE_RATE, WINDOW_SECONDS
+
 
 @dataclass(frozen=True)
 class CQTConfig:
@@ -24,7 +26,7 @@ class CQTConfig:
     window standardised; see ``pcen``) or ``"none"``.
     """
 
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     hop_length: int = 512  # samples (32 ms): 32 frames per window; 256 doubles the CNN cost, and probes here trained well at 512
     fmin: float = 32.70  # Hz, C1
     n_bins: int = 84  # 7 octaves: C1 .. B7 (3.95 kHz), below Nyquist at 16 kHz
@@ -34,6 +36,11 @@ class CQTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def window_samples(self) -> int:
+        """Samples per model window at ``sample_rate``: the framing a model built with this config reads."""
+        return int(round(self.sample_rate * WINDOW_SECONDS))
 
 
 GEMM_ROWS = 64  # outputs per row of the anti-alias matrix product: H is [2·64 + K − 2, 64]

@@ -1,7 +1,8 @@
-"""The ``listen`` and ``devices`` subcommands; ``neuroear.cli`` calls ``register(subparsers)``.
+"""``listen`` and ``devices``: parse, build a ``live.session.Session``, draw and print.
 
-Thin: argument checking and wiring. The loop is ``live.run``, decisions ``policy.Policy``,
-output ``sinks.JsonlSink``, the view ``dashboard.render``.
+The loop is ``live.loop.run``, decisions ``live.policy.Policy``, output ``live.sinks.JsonlSink``,
+the view ``live.dashboard.render``; the session wires them. Here: arguments, signals, the
+dashboard's terminal, device notices and the final summary.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any
 
-import numpy as np
-
+from neuroear.cli.common import PROG, add_model_options, isatty, out, say, silence_stdout
 from neuroear.errors import NeuroEarError
+from neuroear.live.session import DEFAULT_THREADS, HOP_MAX_SECONDS, HOP_MIN_SECONDS
 
-HOP_MIN_SECONDS, HOP_MAX_SECONDS = 0.25, 1.0
 REFRESH_SECONDS = 0.15  # s between dashboard redraws (~7 Hz: smooth, and cheap)
-DEFAULT_THREADS = 1  # ORT threads for live use: one window per hop needs no thread pool
+NOTICE_SECONDS = 10.0  # s a device notice stays on the dashboard
 
 
 def register(subparsers: Any) -> None:
@@ -41,10 +40,8 @@ def register(subparsers: Any) -> None:
     src.add_argument("--input", metavar="FILE", help="read this audio file through the same live loop instead of a device")
     src.add_argument("--demo", action="store_true", help="stream the bundled example clip in real time with the dashboard")
     p.add_argument("--realtime", action="store_true", help="with --input: pace the file like a device (default: as fast as possible)")
-    p.add_argument("--model", metavar="PATH", help="model file (.onnx); default $NEUROEAR_MODEL, then the shipped model")
-    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="ONNX Runtime execution provider (default auto)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N", help=f"ONNX Runtime threads (default {DEFAULT_THREADS}; 0 = all cores)")
-    p.add_argument("--hop", type=float, default=1.0, metavar="SECONDS", help="run the model every SECONDS, 0.25–1 (default 1)")
+    add_model_options(p, threads=DEFAULT_THREADS, threads_help=f"ONNX Runtime threads (default {DEFAULT_THREADS}; 0 = all cores)")
+    p.add_argument("--hop", type=float, default=1.0, metavar="SECONDS", help=f"run the model every SECONDS, {HOP_MIN_SECONDS:g}–{HOP_MAX_SECONDS:g} (default 1)")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS of audio (stream time)")
     p.add_argument("--threshold", action="append", default=[], metavar="LABEL=VALUE", help="override one label's threshold (repeatable)")
     p.add_argument("--hysteresis", type=float, default=0.0, metavar="P", help="turn a label off only below threshold - P (default 0; 0.1 steadies live use)")
@@ -68,7 +65,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """Print the input devices as a table on stdout; error if there are none."""
-    from neuroear.device import NO_DEVICE_HELP, list_devices
+    from neuroear.live.device import NO_DEVICE_HELP, list_devices
 
     devices = list_devices()
     if not devices:
@@ -81,126 +78,19 @@ def cmd_devices(args: argparse.Namespace) -> int:
         rows.append(f"{mark} {dev.index:>5}  {dev.name[:name_w]:<{name_w}}  {dev.host_api:<{api_w}}  {dev.channels:>8}  {dev.rate:>7}")
     rows.append("* default input; pick another with `neuroear listen --device INDEX|NAME`")
     try:
-        sys.stdout.write("\n".join(rows) + "\n")
-        sys.stdout.flush()
+        out("\n".join(rows))
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
     return 0
 
 
 # ----------------------------------------------------------------------------- listen
 
 
-def _silence_stdout() -> None:
-    try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.stdout.fileno())
-        os.close(fd)
-    except (OSError, ValueError):
-        pass
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-class Session:
-    """Wires one ``listen`` run: policy, sink, counts and the dashboard's history."""
-
-    def __init__(
-        self, *, detector: Any, policy: Any, sink: Any, events: bool, hop: float, source: str, model: str, provider: str,
-        is_device: bool = False,
-    ) -> None:
-        from neuroear.dashboard import HISTORY_SECONDS
-
-        self.detector = detector
-        self.labels = tuple(detector.labels)
-        self.policy = policy
-        self.sink = sink
-        self.events = events
-        self.hop = hop
-        self.source = source
-        self.model = model
-        self.provider = provider
-        self.is_device = is_device
-        n = max(1, int(round(HISTORY_SECONDS / hop)))
-        self.history = {lab: deque(maxlen=n) for lab in self.labels}
-        self.probs = np.full(len(self.labels), np.nan, dtype=np.float32)
-        self.active: tuple[str, ...] = ()
-        self.detections = {lab: 0 for lab in self.labels}
-        self.onsets = {lab: 0 for lab in self.labels}
-        self.message = ""
-        self.message_until = 0.0  # monotonic s: a notice stays on the dashboard until then
-        self.device_missing = lambda: False  # set by cmd_listen for a device source
-
-    def on_hop(self, window: Any, probs: np.ndarray, stats: Any) -> bool:
-        from neuroear.audio import SAMPLE_RATE
-        from neuroear.sinks import detection_record, event_record
-
-        start, end = window.start / SAMPLE_RATE, window.end / SAMPLE_RATE
-        decision = self.policy.update(probs, start=start, end=end)
-        self.probs = np.asarray(probs, dtype=np.float32)
-        self.active = decision.active
-        for lab, p in zip(self.labels, self.probs):
-            self.history[lab].append(float(p))
-        for lab in decision.active:
-            self.detections[lab] += 1
-        for e in decision.events:
-            if e.kind == "onset":
-                self.onsets[e.label] += 1
-        if self.sink is None:
-            return True
-        if self.events:
-            return all(self.sink.write(event_record(e)) for e in decision.events)
-        latency_ms = (time.monotonic() - window.t_capture) * 1e3
-        rec = detection_record(
-            source=self.source, start=start, end=end, labels=self.labels, probs=self.probs,
-            active=decision.active, latency_ms=latency_ms, provider=self.provider,
-        )
-        return self.sink.write(rec)
-
-    def finish(self) -> None:
-        from neuroear.sinks import event_record
-
-        for e in self.policy.finish():
-            if self.events and self.sink is not None:
-                self.sink.write(event_record(e))
-
-    def state(self, stats: Any, *, title: str = "listening") -> Any:
-        from neuroear.dashboard import STAGES, LabelView, State
-        from neuroear.live import NO_AUDIO_WARN_SECONDS
-
-        onsets = self.policy.onsets
-        now = stats.stream_seconds
-        labels = tuple(
-            LabelView(
-                name=lab,
-                prob=float(p),
-                active=lab in self.active,
-                on_for=(now - onsets[lab]) if lab in onsets else None,
-                history=tuple(self.history[lab]),
-            )
-            for lab, p in zip(self.labels, self.probs)
-        )
-        message = self.message if time.monotonic() < self.message_until else ""
-        if self.is_device and not message and self.device_missing():
-            message = f"input device gone for {stats.silent_for:.0f} s: reconnecting (--reconnect)"
-        elif self.is_device and stats.silent_for > NO_AUDIO_WARN_SECONDS and not message:
-            message = f"no audio from the device for {stats.silent_for:.0f} s (muted, unplugged, or a virtual mic nobody writes to?)"
-        return State(
-            labels=labels, source=stats.source, rate=stats.rate, channels=stats.channels, model=self.model,
-            provider=self.provider, level_dbfs=stats.level_dbfs, clipping=stats.clipping,
-            latency={k: stats.recent(k) for k in STAGES}, hops=stats.hops, dropped=stats.dropped,
-            overflows=stats.overflows, elapsed=now, hop=self.hop, message=message, title=title,
-        )
-
-
 def _validate(args: argparse.Namespace) -> None:
-    if not (HOP_MIN_SECONDS <= args.hop <= HOP_MAX_SECONDS):
-        raise NeuroEarError(f"--hop must be between {HOP_MIN_SECONDS:g} and {HOP_MAX_SECONDS:g} s, got {args.hop:g}")
+    from neuroear.live.session import check_hop
+
+    check_hop(args.hop)
     if args.duration is not None and not (args.duration > 0):
         raise NeuroEarError(f"--duration must be a positive number of seconds, got {args.duration:g}")
     if args.realtime and not args.input:
@@ -219,45 +109,26 @@ def _validate(args: argparse.Namespace) -> None:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """``neuroear listen``: returns the exit code (0 after Ctrl-C/SIGTERM, end of input or a closed pipe)."""
-    from neuroear import audio, device, live
-    from neuroear.infer import Detector
-    from neuroear.policy import Policy, PolicyConfig, parse_thresholds
-    from neuroear.sinks import JsonlSink
+    from neuroear.infer import Detector, parse_thresholds
+    from neuroear.live import loop
+    from neuroear.live.policy import Policy, PolicyConfig
+    from neuroear.live.session import Session, open_source
+    from neuroear.live.sinks import JsonlSink
 
     _validate(args)
     detector = Detector(args.model, provider=args.provider, threads=args.threads)
-    if detector.sample_rate != audio.SAMPLE_RATE or detector.window_samples != audio.WINDOW_SAMPLES:
-        raise NeuroEarError(
-            f"{detector.path}: model expects {detector.window_samples} samples at {detector.sample_rate} Hz; "
-            f"listen serves {audio.WINDOW_SAMPLES} at {audio.SAMPLE_RATE} Hz"
-        )
     config = PolicyConfig.build(
         detector.labels, detector.thresholds,
         overrides=parse_thresholds(args.threshold, detector.labels),
         hysteresis=args.hysteresis, smooth=args.smooth,
     )
-    block = args.block or device.DEFAULT_BLOCK_FRAMES
-    if args.demo:
-        clip = live.example_clip()
-        source = live.FileSource(clip, block=block, realtime=True, name=f"demo:{clip.name}")
-    elif args.input:
-        source = live.FileSource(args.input, block=block, realtime=args.realtime)
-    else:
-        reconnect = device.DEFAULT_RECONNECT_SECONDS if args.reconnect is None else args.reconnect
-        source = device.DeviceSource(args.device, rate=args.rate, channels=args.channels, block=block, reconnect=reconnect)
-
-    dashboard_on = not args.no_dashboard and _isatty(sys.stderr)
-    stdout_tty = _isatty(sys.stdout)
-    json_on = args.jsonl or not stdout_tty or not dashboard_on
-    sink = JsonlSink(sys.stdout) if json_on else None
-    is_device = isinstance(source, device.DeviceSource)
-    session = Session(
-        detector=detector, policy=Policy(config), sink=sink, events=args.events, hop=args.hop,
-        source=source.name, model=detector.name, provider=detector.provider, is_device=is_device,
-    )
-
-    if is_device:
-        session.device_missing = lambda: source.missing
+    source = open_source(device=args.device, input=args.input, demo=args.demo, realtime=args.realtime, block=args.block,
+                         rate=args.rate, channels=args.channels, reconnect=args.reconnect)
+    dashboard_on = not args.no_dashboard and isatty(sys.stderr)
+    json_on = args.jsonl or not isatty(sys.stdout) or not dashboard_on
+    session = Session(detector=detector, source=source, policy=Policy(config), sink=JsonlSink(sys.stdout) if json_on else None,
+                      events=args.events, hop=args.hop)
+    is_device = session.is_device
     stop = threading.Event()
     interrupts = 0
 
@@ -271,8 +142,6 @@ def cmd_listen(args: argparse.Namespace) -> int:
     # SIGHUP: the terminal went away (ssh dropped, window closed): stop cleanly like SIGTERM
     handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     old = {s: signal.signal(s, on_signal) for s in handled}
-    hop = audio.hop_samples(args.hop)
-    max_lag = None if args.max_lag is None else int(round(args.max_lag * audio.SAMPLE_RATE))
     warned_silence = False
     stats = None
 
@@ -282,7 +151,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
             if dashboard:
                 session.message, session.message_until = text, time.monotonic() + NOTICE_SECONDS
             else:
-                _say(f"neuroear listen: {text}")
+                say(f"{PROG} listen: {text}")
 
     # without the dashboard stderr is a log or a plain terminal: keep PortAudio's C-level chatter out of
     # it (with the dashboard it scrolls harmlessly under it, and rich keeps sizing the real terminal)
@@ -291,7 +160,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if dashboard_on:
             from rich.console import Console
 
-            from neuroear.dashboard import PinnedView, render
+            from neuroear.live.dashboard import PinnedView, render
 
             console = Console(stderr=True)
             title = "demo" if args.demo else "listening"
@@ -311,8 +180,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
                     notices(True)
                     draw(st, title)
 
-                stats = live.run(source, detector.predict, hop=hop, on_hop=session.on_hop, on_tick=on_tick,
-                                 stop=stop, duration=args.duration, max_lag=max_lag, tick_seconds=REFRESH_SECONDS)
+                stats = session.run(stop=stop, duration=args.duration, max_lag=args.max_lag, on_tick=on_tick,
+                                    tick_seconds=REFRESH_SECONDS)
                 if stats.stopped_by != "pipe":
                     draw(stats, "stopped")
         else:
@@ -320,14 +189,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
             def on_tick(st: Any) -> None:
                 nonlocal warned_silence
                 notices(False)
-                if is_device and not warned_silence and st.silent_for > live.NO_AUDIO_WARN_SECONDS and not source.missing:
+                if is_device and not warned_silence and st.silent_for > loop.NO_AUDIO_WARN_SECONDS and not source.missing:
                     warned_silence = True
-                    _say(f"neuroear listen: no audio from {source.name!r} for {live.NO_AUDIO_WARN_SECONDS:g} s (muted, unplugged, or a virtual mic nobody writes to?)")
+                    say(f"{PROG} listen: no audio from {source.name!r} for {loop.NO_AUDIO_WARN_SECONDS:g} s (muted, unplugged, or a virtual mic nobody writes to?)")
                 elif warned_silence and st.silent_for < 1.0:
                     warned_silence = False  # audio is back: warn again next time
 
-            stats = live.run(source, detector.predict, hop=hop, on_hop=session.on_hop, on_tick=on_tick,
-                             stop=stop, duration=args.duration, max_lag=max_lag, tick_seconds=REFRESH_SECONDS)
+            stats = session.run(stop=stop, duration=args.duration, max_lag=args.max_lag, on_tick=on_tick,
+                                tick_seconds=REFRESH_SECONDS)
         session.finish()
     except KeyboardInterrupt:
         pass
@@ -337,20 +206,20 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if restore_stderr is not None:
             restore_stderr()
     for text in _drain(source):
-        _say(f"neuroear listen: {text}")
+        say(f"{PROG} listen: {text}")
     if stats is not None and stats.stopped_by != "pipe":
         _print_summary(session, stats, args.hop)
     lost = stats is not None and stats.stopped_by == "device lost"
     if stats is not None and not stats.clean_stop:
         # PortAudio is stuck in a clockless source: do not wait on it at interpreter exit
-        print(f"neuroear listen: {source.name!r} did not stop in time; exiting without closing it", file=sys.stderr)
+        say(f"{PROG} listen: {source.name!r} did not stop in time; exiting without closing it")
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
         if lost:
-            _say(f"neuroear: error: input device {source.name!r} went away and did not come back")
+            say(f"{PROG}: error: input device {source.name!r} went away and did not come back")
         os._exit(1 if lost else 0)
     if lost:
         raise NeuroEarError(
@@ -360,22 +229,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
-NOTICE_SECONDS = 10.0  # s a device notice stays on the dashboard
-
-
 def _drain(source: Any) -> list[str]:
     out = list(getattr(source, "notices", []) or [])
     if out:
         source.notices.clear()
     return out
-
-
-def _say(text: str) -> None:
-    """One line on stderr; a vanished terminal (after SIGHUP) is not an error."""
-    try:
-        print(text, file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
 
 
 def _c_stderr_to_devnull():
@@ -414,9 +272,9 @@ def _c_stderr_to_devnull():
     return restore
 
 
-def _print_summary(session: Session, stats: Any, hop: float) -> None:
-    from neuroear.dashboard import STAGES, summary
-    from neuroear.live import percentiles
+def _print_summary(session: Any, stats: Any, hop: float) -> None:
+    from neuroear.live.dashboard import STAGES, summary
+    from neuroear.live.loop import percentiles
 
     latency = {}
     for k in STAGES:
@@ -431,7 +289,4 @@ def _print_summary(session: Session, stats: Any, hop: float) -> None:
     )
     if getattr(stats, "reconnects", 0):
         text += f"\n  device    lost and reopened {stats.reconnects} time(s); stream time paused while it was gone"
-    try:
-        print(text, file=sys.stderr, flush=True)
-    except (BrokenPipeError, OSError):
-        pass
+    say(text)

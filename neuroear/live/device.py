@@ -1,7 +1,7 @@
 """Live capture from a PortAudio input device (PyAudio, callback mode), and device listing.
 
 The callback only copies its block and enqueues it (PortAudio's thread must never wait on
-Python work); ``live.run()`` does everything else. PyAudio is imported on first use, so the
+Python work); ``loop.run()`` does everything else. PyAudio is imported on first use, so the
 rest of the package works without the 'live' extra.
 """
 
@@ -18,9 +18,8 @@ from typing import Iterator
 import numpy as np
 
 from neuroear.errors import NeuroEarError
-from neuroear.ringbuffer import Block
+from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, Block
 
-DEFAULT_BLOCK_FRAMES = 1024  # frames per PortAudio buffer / file read: 21–23 ms at 44.1–48 kHz
 QUEUE_SECONDS = 10.0  # s of device audio held between callback and consumer before blocks are lost
 STOP_TIMEOUT_SECONDS = 2.0  # s to wait for PortAudio to stop a stream (a clockless pipe source can hang)
 PA_INPUT_OVERFLOW = 0x2  # paInputOverflow in a PortAudio callback's status flags

@@ -17,7 +17,7 @@ import torch
 
 from neuroear.errors import NeuroEarError
 from neuroear.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
-from neuroear.model import Detector, WithSigmoid
+from neuroear.training.model import InstrumentNet, WithSigmoid
 
 PARITY_ATOL = 1e-3  # max |p_torch − p_ort|; float32 CQT rounding gives ~1e-4 on a trained model (random: ~1e-7)
 OPSET = 17
@@ -65,7 +65,24 @@ def parity_inputs(window: int, sample_rate: int, *, seed: int = 0) -> np.ndarray
     return np.stack([np.zeros(window), sine, chord, noise, click, square]).astype(np.float32)
 
 
-def export(detector: Detector, card: ModelCard, out: Path, *, atol: float = PARITY_ATOL) -> dict:
+def build_card(
+    net: InstrumentNet, checkpoint: dict, *, name: str, metrics: dict | None = None
+) -> ModelCard:
+    """The model card of a trained network: labels and calibrated thresholds from its checkpoint,
+    the framing (rate, window) from its CQT config, validation scores plus ``metrics``."""
+    return ModelCard(
+        name=name,
+        labels=tuple(checkpoint["labels"]),
+        sample_rate=net.cqt_cfg.sample_rate,
+        window_samples=net.cqt_cfg.window_samples,
+        cqt=net.cqt_cfg.to_dict(),
+        thresholds={k: round(float(v), 4) for k, v in checkpoint["thresholds"].items()},
+        metrics={"validation": checkpoint.get("val", {}), **(metrics or {})},
+        training={**checkpoint["config"], "seconds": round(float(checkpoint.get("seconds", 0)), 1)},
+    )
+
+
+def export(net: InstrumentNet, card: ModelCard, out: Path, *, atol: float = PARITY_ATOL) -> dict:
     """Write ``out`` (.onnx) and ``out.with_suffix('.json')``; return the parity report.
 
     Raises NeuroEarError if the ONNX checker fails or torch and ONNX Runtime disagree by more
@@ -76,15 +93,15 @@ def export(detector: Detector, card: ModelCard, out: Path, *, atol: float = PARI
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if card.labels != detector.labels:
-        raise NeuroEarError(f"card labels {card.labels} differ from the model's {detector.labels}")
+    if card.labels != net.labels:
+        raise NeuroEarError(f"card labels {card.labels} differ from the model's {net.labels}")
     card = replace(
         card,
         git_commit=card.git_commit if card.git_commit != "unknown" else git_commit(),
         versions=card.versions or tool_versions(),
         created=card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    graph = WithSigmoid(detector).eval()
+    graph = WithSigmoid(net).eval()
     x = torch.from_numpy(parity_inputs(card.window_samples, card.sample_rate))
     tmp = out.with_suffix(".tmp.onnx")
     with torch.no_grad():
@@ -119,10 +136,10 @@ def export(detector: Detector, card: ModelCard, out: Path, *, atol: float = PARI
     return report
 
 
-def load_checkpoint(path: Path) -> tuple[Detector, dict]:
-    """Rebuild a Detector from a training checkpoint written by ``neuroear.train``."""
-    from neuroear.features import CQTConfig
-    from neuroear.model import NetConfig
+def load_checkpoint(path: Path) -> tuple[InstrumentNet, dict]:
+    """Rebuild an InstrumentNet from a training checkpoint written by ``training.train``."""
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import NetConfig
 
     try:
         ck = torch.load(str(path), map_location="cpu", weights_only=False)
@@ -130,13 +147,12 @@ def load_checkpoint(path: Path) -> tuple[Detector, dict]:
         raise NeuroEarError(f"{path}: checkpoint not found") from None
     except Exception as exc:
         raise NeuroEarError(f"{path}: not a neuroear checkpoint ({exc})") from None
-    det = Detector(tuple(ck["labels"]), CQTConfig(**ck["cqt"]), NetConfig.from_dict(ck["net"]))
-    missing, unexpected = det.load_state_dict(ck["state_dict"], strict=False)
-    # checkpoints from before the matrix-product front end lack its derived filter matrix
-    if unexpected or any(not k.endswith("lowpass_gemm") for k in missing):
+    net = InstrumentNet(tuple(ck["labels"]), CQTConfig(**ck["cqt"]), NetConfig.from_dict(ck["net"]))
+    missing, unexpected = net.load_state_dict(ck["state_dict"], strict=False)
+    if missing or unexpected:
         raise NeuroEarError(f"{path}: checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
-    det.eval()
-    return det, ck
+    net.eval()
+    return net, ck
 
 
-__all__ = ["export", "load_checkpoint", "git_commit", "tool_versions", "parity_inputs", "PARITY_ATOL"]
+__all__ = ["build_card", "export", "load_checkpoint", "git_commit", "tool_versions", "parity_inputs", "PARITY_ATOL"]

@@ -1,0 +1,143 @@
+"""``analyze`` and ``evaluate``: files in, rows or a score table out (parse → call → print)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from neuroear import audio
+from neuroear.cli.common import PROG, add_model_options, error, out, say, silence_stdout, thresholds
+from neuroear.errors import NeuroEarError
+from neuroear.framing import HOP_SECONDS
+
+PROGRESS_AFTER_SECONDS = 60.0  # s of audio: longer files get progress lines on stderr
+PROGRESS_EVERY_SECONDS = 5.0  # s of wall time between progress lines
+
+
+class _Progress:
+    """Progress lines on stderr for files longer than a minute, at most every 5 s of wall time."""
+
+    def __init__(self, src: str, path: Path) -> None:
+        self.src, self.clock, self.last = src, time.monotonic, float("-inf")  # the first row prints at once
+        try:
+            self.total = audio.info(path).duration
+        except NeuroEarError:
+            self.total = 0.0  # the decoder reports the problem itself
+
+    def update(self, t: float) -> None:
+        if self.total > PROGRESS_AFTER_SECONDS and self.clock() - self.last >= PROGRESS_EVERY_SECONDS:
+            self.last = self.clock()
+            say(f"{PROG}: {self.src}: {t / 60:.1f} of {self.total / 60:.1f} min ({100 * t / self.total:.0f} %)")
+
+    def done(self) -> None:
+        if self.total > PROGRESS_AFTER_SECONDS:
+            say(f"{PROG}: {self.src}: done ({self.total / 60:.1f} min)")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from neuroear.analyze import Writer, analyze_file, plot
+    from neuroear.infer import Detector
+
+    det = Detector(args.model, provider=args.provider, threads=args.threads)
+    thr = thresholds(det, args.threshold)
+    fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
+    writer = Writer(fmt, det.labels)
+    say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
+    failed = ok = 0
+    plotted: list = []
+    files = list(audio.iter_files(args.paths))
+    reader_gone = False
+
+    def emit(write, *a) -> None:
+        # `| head` closed stdout: without --plot there is nothing left to do (main exits quietly);
+        # with --plot the picture the user asked for is still drawn from the whole file
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            write(*a)
+        except BrokenPipeError:
+            if not args.plot:
+                raise
+            reader_gone = True
+            silence_stdout()
+
+    for path in files:
+        src = str(path)
+        emit(writer.begin_source, src)
+        rows = []
+        try:
+            progress = _Progress(src, path)
+            for r in analyze_file(path, args.hop, detector=det, thresholds=thr, source=src):
+                emit(writer.write, r)
+                progress.update(r.end)
+                if args.plot:
+                    rows.append(r)
+            progress.done()
+            ok += 1
+        except NeuroEarError as exc:
+            error(str(exc))
+            failed += 1
+        if args.plot and rows:
+            plotted.append(rows)
+    if args.plot:
+        if len(plotted) == 1:
+            say(f"{PROG}: plot written to {plot(plotted[0], det.labels, Path(args.plot))}")
+        for rows in plotted if len(plotted) > 1 else []:
+            target = Path(args.plot)
+            target = target.with_name(f"{target.stem}-{Path(rows[0].source).stem}{target.suffix or '.png'}")
+            say(f"{PROG}: plot written to {plot(rows, det.labels, target)}")
+    if not files:
+        raise NeuroEarError("no audio files given")
+    if failed:
+        say(f"{PROG}: {failed} of {failed + ok} files failed")
+        return 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from neuroear import evaluate as E
+    from neuroear.infer import Detector
+
+    det = Detector(args.model, provider=args.provider, threads=args.threads)
+    thr = thresholds(det, args.threshold_label, flat=args.threshold, option="--threshold-label")
+    if args.snr is not None and not args.noise:
+        raise NeuroEarError("--snr needs --noise white|pink|brown|babble")
+    snr = args.snr if args.snr is not None else 10.0
+    res = E.evaluate_set(det, args.data, hop_seconds=args.hop, thresholds=thr, noise=args.noise, snr_db=snr, seed=args.seed)
+    for msg in res.failed:
+        error(msg)
+    if args.confusion:
+        E.plot_confusion(res.confusion, det.labels, args.confusion, title=f"{args.data} · {res.condition} · {det.name}")
+        say(f"{PROG}: confusion matrix written to {args.confusion}")
+    out(json.dumps(res.to_dict(), indent=1) if args.json else res.format())
+    return 1 if res.failed else 0
+
+
+def register(sub: Any) -> None:
+    """Add ``analyze`` and ``evaluate`` to an argparse subparsers object."""
+    a = sub.add_parser("analyze", help="probabilities per one-second window of audio files")
+    a.add_argument("paths", nargs="+", help="audio files or folders (WAV, FLAC, OGG, MP3, ...)")
+    add_model_options(a)
+    a.add_argument("--hop", type=float, default=HOP_SECONDS, help="seconds between window starts (default 1)")
+    a.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table on a terminal, else jsonl")
+    a.add_argument("--plot", metavar="FILE.png", help="draw probability over time")
+    a.add_argument("--threshold", action="append", metavar="LABEL=VALUE", help="override a label's threshold")
+    a.set_defaults(func=cmd_analyze)
+
+    e = sub.add_parser("evaluate", help="precision / recall / F1 table on a labelled set")
+    e.add_argument("data", help="folder with one subfolder per label, or a CSV manifest (file,label)")
+    add_model_options(e)
+    e.add_argument("--hop", type=float, default=HOP_SECONDS, help="seconds between window starts (default 1)")
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    e.add_argument("--threshold", type=float, help="one threshold for all labels (default: the model's calibrated ones)")
+    e.add_argument("--threshold-label", action="append", metavar="LABEL=VALUE", help="override one label's threshold")
+    e.add_argument("--noise", choices=["white", "pink", "brown", "babble"], help="add noise to every window (babble: other clips of the set)")
+    e.add_argument("--snr", type=float, help="signal-to-noise ratio in dB for --noise (default 10)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the added noise")
+    e.add_argument("--confusion", metavar="FILE.png", help="draw the confusion matrix (single-label windows, most probable label)")
+    e.set_defaults(func=cmd_evaluate)

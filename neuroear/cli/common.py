@@ -1,0 +1,68 @@
+"""What every command shares: the program name, the stdout/stderr helpers, the model options
+and the threshold options. stdout is for data, stderr for people."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+PROG = "neuroear"
+
+
+def say(text: str) -> None:
+    """One line on stderr, flushed; a vanished terminal (after SIGHUP) is not an error."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def error(msg: str) -> None:
+    """``neuroear: error: MSG`` on stderr."""
+    say(f"{PROG}: error: {msg}")
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+    """``warnings.showwarning``: ``neuroear: warning: MSG`` on stderr, no source line."""
+    say(f"{PROG}: warning: {message}")
+
+
+def out(text: str) -> None:
+    """Data on stdout, flushed (a closed pipe raises BrokenPipeError: ``main`` exits quietly)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail on a closed pipe."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+
+
+def isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def add_model_options(p: argparse.ArgumentParser, *, threads: int = 0, threads_help: str = "ONNX Runtime intra-op threads (0 = its default)") -> None:
+    """--model, --provider, --threads: which model file runs, and where."""
+    p.add_argument("--model", metavar="PATH", help="model file (.onnx; default: $NEUROEAR_MODEL, then the shipped model)")
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="ONNX Runtime execution provider (default auto)")
+    p.add_argument("--threads", type=int, default=threads, metavar="N", help=threads_help)
+
+
+def thresholds(det: Any, items: Sequence[str] | None, *, flat: float | None = None, option: str = "--threshold") -> np.ndarray:
+    """The detector's thresholds [n_labels] (or ``flat`` for all) with ``LABEL=VALUE`` overrides."""
+    from neuroear.infer import parse_thresholds
+
+    return det.thresholds_for(parse_thresholds(items, det.labels, option=option), flat=flat)

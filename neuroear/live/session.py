@@ -1,0 +1,279 @@
+"""One listening session: model, source, decision policy, sink and the dashboard's state.
+
+``Session`` is what ``neuroear listen`` runs (the CLI only parses, draws and prints);
+``listen()`` is the same session as a Python generator of ``Detection`` objects::
+
+    for d in neuroear.listen(input="clip.wav", hop=0.5):
+        print(d.start, d.active)
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from neuroear.errors import NeuroEarError
+from neuroear.infer import Detector, parse_thresholds
+from neuroear.live import loop
+from neuroear.live.policy import Policy, PolicyConfig
+from neuroear.live.sinks import JsonlSink, detection_record, event_record
+from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, FileSource, Source, demo_source
+from neuroear.live.streamer import Window
+
+HOP_MIN_SECONDS, HOP_MAX_SECONDS = 0.25, 1.0
+DEFAULT_THREADS = 1  # ORT threads for live use: one window per hop needs no thread pool
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One hop's result: the window [start, end) in stream seconds, probabilities [n_labels] in
+    ``labels`` order, the labels the policy holds active, and the latency from the window's last
+    sample arriving to this result (ms)."""
+
+    source: str
+    start: float
+    end: float
+    labels: tuple[str, ...]
+    probs: np.ndarray
+    active: tuple[str, ...]
+    latency_ms: float
+    provider: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON Lines record of ``stream/detection.schema.json``."""
+        return detection_record(
+            source=self.source, start=self.start, end=self.end, labels=self.labels, probs=self.probs,
+            active=self.active, latency_ms=self.latency_ms, provider=self.provider,
+        )
+
+
+def check_hop(hop: float) -> None:
+    """A live hop (s) must be in [HOP_MIN_SECONDS, HOP_MAX_SECONDS]."""
+    if not (HOP_MIN_SECONDS <= hop <= HOP_MAX_SECONDS):
+        raise NeuroEarError(f"--hop must be between {HOP_MIN_SECONDS:g} and {HOP_MAX_SECONDS:g} s, got {hop:g}")
+
+
+def open_source(
+    *,
+    device: str | int | None = None,
+    input: str | os.PathLike[str] | None = None,
+    demo: bool = False,
+    realtime: bool = False,
+    block: int | None = None,
+    rate: int | None = None,
+    channels: int | None = None,
+    reconnect: float | None = None,
+) -> Source:
+    """The source ``listen`` reads: the demo clip, a file (``input``), or an input device."""
+    block = block or DEFAULT_BLOCK_FRAMES
+    if demo:
+        return demo_source(block=block)
+    if input is not None:
+        return FileSource(input, block=block, realtime=realtime)
+    from neuroear.live import device as dev
+
+    wait = dev.DEFAULT_RECONNECT_SECONDS if reconnect is None else reconnect
+    return dev.DeviceSource(device, rate=rate, channels=channels, block=block, reconnect=wait)
+
+
+class Session:
+    """Wires one listening run: the loop over ``source``, the policy, the sink, counts and history.
+
+    ``sink`` (a ``JsonlSink`` or None) receives one record per hop (or per event with
+    ``events=True``); ``on_detection`` (optional) receives each ``Detection``.
+    """
+
+    def __init__(
+        self,
+        *,
+        detector: Detector,
+        source: Source,
+        policy: Policy,
+        sink: JsonlSink | None = None,
+        events: bool = False,
+        hop: float = 1.0,
+        on_detection: Callable[[Detection], None] | None = None,
+    ) -> None:
+        from neuroear.live.dashboard import HISTORY_SECONDS
+
+        check_hop(hop)
+        self.detector = detector
+        self.framing = detector.framing
+        self.labels = tuple(detector.labels)
+        self.source = source
+        self.policy = policy
+        self.sink = sink
+        self.events = events
+        self.hop = hop
+        self.on_detection = on_detection
+        self.model = detector.name
+        self.provider = detector.provider
+        self.is_device = not isinstance(source, FileSource)
+        n = max(1, int(round(HISTORY_SECONDS / hop)))
+        self.history = {lab: deque(maxlen=n) for lab in self.labels}
+        self.probs = np.full(len(self.labels), np.nan, dtype=np.float32)
+        self.active: tuple[str, ...] = ()
+        self.detections = {lab: 0 for lab in self.labels}
+        self.onsets = {lab: 0 for lab in self.labels}
+        self.message = ""
+        self.message_until = 0.0  # monotonic s: a notice stays on the dashboard until then
+
+    def device_missing(self) -> bool:
+        """True while a device source is gone and being reopened."""
+        return bool(getattr(self.source, "missing", False))
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        duration: float | None = None,
+        max_lag: float | None = None,
+        on_tick: loop.OnTick | None = None,
+        tick_seconds: float = 0.125,
+    ) -> loop.Stats:
+        """Listen until the source ends, ``duration`` s of stream time, ``stop`` is set or the sink closes.
+
+        ``max_lag`` (s): drop windows ending longer ago than this behind the newest audio (live sources).
+        """
+        rate = self.framing.sample_rate
+        return loop.run(
+            self.source, self.detector.predict, framing=self.framing, hop=self.framing.hop(self.hop),
+            on_hop=self.on_hop, on_tick=on_tick, stop=stop, duration=duration,
+            max_lag=None if max_lag is None else int(round(max_lag * rate)), tick_seconds=tick_seconds,
+        )
+
+    def on_hop(self, window: Window, probs: np.ndarray, stats: loop.Stats) -> bool:
+        start, end = self.framing.seconds(window.start), self.framing.seconds(window.end)
+        decision = self.policy.update(probs, start=start, end=end)
+        self.probs = np.asarray(probs, dtype=np.float32)
+        self.active = decision.active
+        for lab, p in zip(self.labels, self.probs):
+            self.history[lab].append(float(p))
+        for lab in decision.active:
+            self.detections[lab] += 1
+        for e in decision.events:
+            if e.kind == "onset":
+                self.onsets[e.label] += 1
+        if self.sink is None and self.on_detection is None:
+            return True
+        latency_ms = (time.monotonic() - window.t_capture) * 1e3
+        det = Detection(self.source.name, start, end, self.labels, self.probs, decision.active, latency_ms, self.provider)
+        if self.on_detection is not None:
+            self.on_detection(det)
+        if self.sink is None:
+            return True
+        if self.events:
+            return all(self.sink.write(event_record(e)) for e in decision.events)
+        return self.sink.write(det.to_json())
+
+    def finish(self) -> None:
+        """Close labels still on (their offset events go to the sink in events mode)."""
+        for e in self.policy.finish():
+            if self.events and self.sink is not None:
+                self.sink.write(event_record(e))
+
+    def state(self, stats: loop.Stats, *, title: str = "listening") -> Any:
+        """The dashboard's snapshot (``dashboard.State``) of this session now."""
+        from neuroear.live.dashboard import STAGES, LabelView, State
+
+        onsets = self.policy.onsets
+        now = stats.stream_seconds
+        labels = tuple(
+            LabelView(
+                name=lab,
+                prob=float(p),
+                active=lab in self.active,
+                on_for=(now - onsets[lab]) if lab in onsets else None,
+                history=tuple(self.history[lab]),
+            )
+            for lab, p in zip(self.labels, self.probs)
+        )
+        message = self.message if time.monotonic() < self.message_until else ""
+        if self.is_device and not message and self.device_missing():
+            message = f"input device gone for {stats.silent_for:.0f} s: reconnecting (--reconnect)"
+        elif self.is_device and stats.silent_for > loop.NO_AUDIO_WARN_SECONDS and not message:
+            message = f"no audio from the device for {stats.silent_for:.0f} s (muted, unplugged, or a virtual mic nobody writes to?)"
+        return State(
+            labels=labels, source=stats.source, rate=stats.rate, channels=stats.channels, model=self.model,
+            provider=self.provider, level_dbfs=stats.level_dbfs, clipping=stats.clipping,
+            latency={k: stats.recent(k) for k in STAGES}, hops=stats.hops, dropped=stats.dropped,
+            overflows=stats.overflows, elapsed=now, hop=self.hop, message=message, title=title,
+        )
+
+
+def listen(
+    *,
+    device: str | int | None = None,
+    input: str | os.PathLike[str] | None = None,
+    demo: bool = False,
+    realtime: bool = False,
+    model: str | os.PathLike[str] | None = None,
+    provider: str = "auto",
+    threads: int = DEFAULT_THREADS,
+    hop: float = 1.0,
+    duration: float | None = None,
+    thresholds: Mapping[str, float] | Sequence[str] | None = None,
+    hysteresis: float = 0.0,
+    smooth: int = 1,
+    block: int | None = None,
+    rate: int | None = None,
+    channels: int | None = None,
+    max_lag: float | None = None,
+) -> Iterator[Detection]:
+    """Yield one ``Detection`` per hop from a device (default input, or ``device``), a file
+    (``input``; ``realtime=True`` paces it like a device) or the demo clip.
+
+    ``hop`` in seconds (0.25–1); ``thresholds`` overrides {label: probability}; ``hysteresis``
+    and ``smooth`` as ``PolicyConfig.build``. Ends with the source, after ``duration`` s of stream
+    time, or when the caller stops iterating (the capture is stopped then).
+    """
+    detector = Detector(model, provider=provider, threads=threads)
+    config = PolicyConfig.build(
+        detector.labels, detector.thresholds, overrides=parse_thresholds(thresholds, detector.labels), hysteresis=hysteresis, smooth=smooth
+    )
+    source = open_source(device=device, input=input, demo=demo, realtime=realtime, block=block, rate=rate, channels=channels)
+    out: queue.Queue = queue.Queue(maxsize=256)
+    stop = threading.Event()
+
+    def put(item: tuple) -> None:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    session = Session(detector=detector, source=source, policy=Policy(config), hop=hop,
+                      on_detection=lambda d: put(("item", d)))
+
+    def work() -> None:
+        try:
+            session.run(stop=stop, duration=duration, max_lag=max_lag)
+            put(("done", None))
+        except BaseException as exc:  # handed to the caller, raised there
+            put(("error", exc))
+
+    t = threading.Thread(target=work, name="neuroear-listen", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, value = out.get()
+            if kind == "item":
+                yield value
+            elif kind == "done":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        t.join(timeout=5.0)
+
+
+__all__ = ["Detection", "Session", "listen", "open_source", "check_hop", "HOP_MIN_SECONDS", "HOP_MAX_SECONDS", "DEFAULT_THREADS"]

@@ -1,0 +1,112 @@
+"""The library's face (``neuroear.Detector``, ``analyze_file``, ``listen``): usable without torch,
+the same results as the commands, and the framing read from the model card (rate and window),
+so a model built at another rate runs through files and the live path alike."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import neuroear
+from neuroear import audio, framing
+
+from conftest import ROOT, run_cli, tone
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("api") / "a440.wav"
+    sf.write(p, np.concatenate([tone(440, 2.0, sr=44100), tone(660, 1.3, sr=44100)]), 44100, subtype="FLOAT")
+    return p
+
+
+def test_face_runs_without_torch(clip):
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'nnAudio'):\n"
+        "            raise ImportError('torch is blocked in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import numpy as np, neuroear\n"
+        "det = neuroear.Detector(provider='cpu')\n"
+        "assert det.predict(np.zeros((2, det.framing.window), np.float32)).shape == (2, len(det.labels))\n"
+        f"rows = list(neuroear.analyze_file({str(clip)!r}, hop=1.0))\n"
+        f"hops = list(neuroear.listen(input={str(clip)!r}, hop=1.0))\n"
+        "assert [r.start for r in rows] == [d.start for d in hops] == [0.0, 1.0, 2.0, 3.0]\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_analyze_file_gives_the_rows_of_the_command(clip, detector):
+    rows = [r.to_json(detector.labels) for r in neuroear.analyze_file(clip, hop=0.5, detector=detector)]
+    r = run_cli("analyze", str(clip), "--hop", "0.5", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    assert rows == [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def test_listen_yields_the_detections_of_predict(clip, detector):
+    got = list(neuroear.listen(input=clip, hop=0.5, threads=1))
+    starts, windows = framing.windows(audio.load(clip, sample_rate=detector.sample_rate), hop=8000)
+    assert [d.start for d in got] == list(starts / detector.sample_rate)
+    np.testing.assert_allclose(np.stack([d.probs for d in got]), detector.predict(windows), rtol=0, atol=1e-5)
+    assert all(isinstance(d, neuroear.Detection) and d.labels == detector.labels for d in got)
+    assert [d.active for d in got] == [tuple(a) for a in detector.active(np.stack([d.probs for d in got]))]
+
+
+def test_stopping_early_stops_the_source(clip):
+    it = neuroear.listen(input=clip, hop=0.25, realtime=True)
+    first = next(it)
+    it.close()  # the caller stops iterating: the capture thread ends, the file is closed
+    assert first.start == 0.0
+
+
+def _tiny_model(path: Path, *, rate: int, window: int, labels=("low", "high")) -> Path:
+    """An ONNX graph taking [batch, window] at ``rate``: sigmoid(mean) tiled to the labels."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["waveform"], ["m"], axes=[1], keepdims=1),
+         helper.make_node("Sigmoid", ["m"], ["s"]),
+         helper.make_node("Tile", ["s", "reps"], ["probs"])],
+        "tiny",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", window])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(labels)])],
+        initializer=[helper.make_tensor("reps", TensorProto.INT64, [2], [1, len(labels)])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    card = {"schema": 1, "name": "tiny-8k", "labels": list(labels), "sample_rate": rate, "window_samples": window,
+            "cqt": {}, "thresholds": {lab: 0.5 for lab in labels}}
+    helper.set_model_props(model, {"neuroear": json.dumps(card)})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_at_another_rate_is_served_at_its_own_framing(clip, tmp_path):
+    """8 kHz, half-second windows: analyze and listen both cut and time them from the card."""
+    model = _tiny_model(tmp_path / "tiny8k.onnx", rate=8000, window=4000)
+    det = neuroear.Detector(model)
+    assert det.framing == framing.Framing(sample_rate=8000, window=4000)
+    rows = list(neuroear.analyze_file(clip, hop=0.25, detector=det))
+    x = audio.load(clip, sample_rate=8000)
+    starts, windows = framing.windows(x, hop=2000, window=4000, sample_rate=8000)
+    assert [r.start for r in rows] == list(starts / 8000)
+    assert rows[0].end == 0.5
+    np.testing.assert_allclose(np.stack([r.probs for r in rows]), det.predict(windows), rtol=0, atol=1e-6)
+    r = run_cli("listen", "--input", str(clip), "--model", str(model), "--hop", "0.25", "--no-dashboard")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [line["start"] for line in lines] == [r.start for r in rows]
+    assert [line["end"] for line in lines] == [r.end for r in rows]
+    np.testing.assert_allclose([[line["probs"][lab] for lab in det.labels] for line in lines],
+                               np.stack([r.probs for r in rows]), rtol=0, atol=6e-5)
