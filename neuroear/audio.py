@@ -296,47 +296,19 @@ def prefetch(blocks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
     came before it; closing this generator (or Ctrl-C in the caller) stops the thread and closes
     ``blocks`` there, so its files are closed.
     """
-    import queue
-    import threading
+    from neuroear.background import background
 
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
+    def produce(put, stop) -> None:  # noqa: ANN001 - see background.Put
         try:
             for b in blocks:
-                if not put(("item", b)):
+                if not put(b):
                     return
-            put(("done", None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(("error", exc))
         finally:
             close = getattr(blocks, "close", None)
             if close is not None:
                 close()
 
-    t = threading.Thread(target=produce, name="neuroear-decode", daemon=True)
-    t.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "item":
-                yield value
-            elif kind == "done":
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
+    return background(produce, depth=depth, name="neuroear-decode")
 
 
 def load(path: str | os.PathLike[str], *, sample_rate: int) -> np.ndarray:

@@ -14,6 +14,15 @@ SHARED = Path(os.environ.get("NEUROEAR_SHARED", ROOT.parent / "shared"))
 DEV = SHARED / "data" / "real-dev"
 REAL_TRAIN = SHARED / "data" / "real-train"
 SR = 16_000
+# Python source that makes importing torch or nnAudio fail: prefix of a `python -c` torch-free check
+BLOCK_TORCH = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'nnAudio'):\n"
+    "            raise ImportError('torch is blocked in this test')\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
 
 
 def tone(freq: float, seconds: float, *, sr: int = SR, amp: float = 0.5) -> np.ndarray:

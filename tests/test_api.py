@@ -16,7 +16,7 @@ import soundfile as sf
 import neuroear
 from neuroear import audio, framing
 
-from conftest import ROOT, run_cli, tone
+from conftest import BLOCK_TORCH, ROOT, run_cli, tone
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +28,7 @@ def clip(tmp_path_factory) -> Path:
 
 def test_face_runs_without_torch(clip):
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'nnAudio'):\n"
-        "            raise ImportError('torch is blocked in this test')\n"
-        "sys.meta_path.insert(0, Block())\n"
+        BLOCK_TORCH +
         "import numpy as np, neuroear\n"
         "det = neuroear.Detector(provider='cpu')\n"
         "assert det.predict(np.zeros((2, det.framing.window), np.float32)).shape == (2, len(det.labels))\n"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, SR, has_module, run_cli, tone
+from conftest import BLOCK_TORCH, ROOT, SR, has_module, run_cli, tone
 
 
 @pytest.fixture
@@ -118,12 +118,7 @@ def test_missing_model_is_a_clear_error(clip, tmp_path):
 
 def test_runtime_never_imports_torch(clip):
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'nnAudio'):\n"
-        "            raise ImportError('torch is blocked in this test')\n"
-        "sys.meta_path.insert(0, Block())\n"
+        BLOCK_TORCH +
         "from neuroear.cli.main import main\n"
         f"rc = main(['analyze', {str(clip)!r}, '--format', 'jsonl'])\n"
         "assert 'torch' not in sys.modules\n"

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from neuroear.background import background
 from neuroear.errors import NeuroEarError
 from neuroear.infer import Detector, parse_thresholds
 from neuroear.live import loop
@@ -29,6 +29,7 @@ from neuroear.live.streamer import Window
 
 HOP_MIN_SECONDS, HOP_MAX_SECONDS = 0.25, 1.0
 DEFAULT_THREADS = 1  # ORT threads for live use: one window per hop needs no thread pool
+DETECTIONS_AHEAD = 256  # detections ``listen()`` holds for a caller that is slower than the hops
 
 
 @dataclass(frozen=True)
@@ -239,41 +240,12 @@ def listen(
         detector.labels, detector.thresholds, overrides=parse_thresholds(thresholds, detector.labels), hysteresis=hysteresis, smooth=smooth
     )
     source = open_source(device=device, input=input, demo=demo, realtime=realtime, block=block, rate=rate, channels=channels)
-    out: queue.Queue = queue.Queue(maxsize=256)
-    stop = threading.Event()
 
-    def put(item: tuple) -> None:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def produce(put, stop: threading.Event) -> None:  # noqa: ANN001 - see background.Put
+        session = Session(detector=detector, source=source, policy=Policy(config), hop=hop, on_detection=put)
+        session.run(stop=stop, duration=duration, max_lag=max_lag)
 
-    session = Session(detector=detector, source=source, policy=Policy(config), hop=hop,
-                      on_detection=lambda d: put(("item", d)))
-
-    def work() -> None:
-        try:
-            session.run(stop=stop, duration=duration, max_lag=max_lag)
-            put(("done", None))
-        except BaseException as exc:  # handed to the caller, raised there
-            put(("error", exc))
-
-    t = threading.Thread(target=work, name="neuroear-listen", daemon=True)
-    t.start()
-    try:
-        while True:
-            kind, value = out.get()
-            if kind == "item":
-                yield value
-            elif kind == "done":
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        t.join(timeout=5.0)
+    yield from background(produce, depth=DETECTIONS_AHEAD, name="neuroear-listen")
 
 
 __all__ = ["Detection", "Session", "listen", "open_source", "check_hop", "HOP_MIN_SECONDS", "HOP_MAX_SECONDS", "DEFAULT_THREADS"]
