@@ -15,7 +15,10 @@ holds), the exact-set rate (windows whose active set is exactly the truth), fals
 window (active but not sounding) and missed labels per window. **dev-solo** is the same
 clips alone, **unknown** the real-train ``other/`` files of the validation split (real
 instruments outside the label set; calibration saw them, training did not): there every
-active label is false. The models' own thresholds throughout.
+active label is false. **unknown-rendered**: instruments outside the label set (oboe, bassoon,
+harp, vibraphone, marimba, sitar, steel drums, two synth leads, two synth pads) rendered on the
+TimGM6mb font, a SoundFont family training never heard; every active label is false there too.
+The models' own thresholds throughout.
 """
 
 from __future__ import annotations
@@ -118,6 +121,32 @@ def unknown_windows(real_train: Path, rate: int, window: int) -> np.ndarray:
     return np.concatenate(ws) if ws else np.zeros((0, window), np.float32)
 
 
+# GM program → the label whose range and playing styles its score borrows
+UNKNOWN_PROGRAMS = {68: "clarinet", 70: "cello", 46: "piano", 11: "piano", 12: "piano", 104: "guitar",
+                    114: "flute", 80: "flute", 81: "trumpet", 88: "organ", 89: "organ"}  # fmt: skip
+UNKNOWN_FONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+
+
+def unknown_renders(rate: int, window: int, *, seconds: float = 12.0, seed: int = 0) -> np.ndarray:
+    """Windows [n, window] of instruments outside the label set, rendered (see module doc)."""
+    from neuroear import render
+    from neuroear.audio import resample
+
+    phrases = render.load_phrases(n_pieces=40, seed=seed)
+    synth = render._Fluid(UNKNOWN_FONT, rate=render.RENDER_RATE)
+    fx = {"room": 0.4, "damp": 0.5, "width": 0.8, "reverb": 0.2, "chorus": 0.3, "speed": 0.5, "depth": 4.0}
+    ws = []
+    try:
+        for program, like in UNKNOWN_PROGRAMS.items():
+            sc = render.compose(like, program, phrases, seconds=seconds, rng=np.random.default_rng(seed + program))
+            x = resample(synth.render(sc, program=program, seconds=seconds, fx=fx), render.RENDER_RATE, rate)
+            w = frame(x / (np.abs(x).max() + 1e-9) * 0.5, window)
+            ws.append(w[_rms_db(w) >= audio.SILENCE_DBFS])
+    finally:
+        synth.close()
+    return np.concatenate(ws).astype(np.float32)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
@@ -140,6 +169,9 @@ def main() -> None:
         if args.unknown:
             u = unknown_windows(args.unknown, rate, win)
             sets["unknown"] = (u, [[] for _ in range(len(u))])
+        if UNKNOWN_FONT.is_file():
+            u = unknown_renders(rate, win, seed=args.seed)
+            sets["unknown-rendered"] = (u, [[] for _ in range(len(u))])
         res = {name: score(det, x, t) for name, (x, t) in sets.items()}
         out["results"][det.name] = res
         for name, r in res.items():
