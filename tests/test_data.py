@@ -137,3 +137,53 @@ def test_background_bed_is_quiet_and_unlabelled(db: tuple[float, float]) -> None
 def test_background_db_must_stay_above_mixture_partners() -> None:
     with pytest.raises(NeuroEarError, match="background_db"):
         D.Sampler(clips(), LABELS, cfg=D.MixConfig(background_db=(6.0, 30.0)))
+
+
+def test_other_instruments_are_negatives_never_labels() -> None:
+    pool = clips() + [D.Clip(np.round(np.tile(tone(1320.0, 1.0), 4) * 32767).astype(np.int16), D.NEGATIVE_LABEL, "real", "sitar.flac")]
+    cfg = D.MixConfig(mix_p=0.5, negative_p=0.0, augment_strength=0.0, other_p=0.3, other_partner_p=0.5)
+    s = D.Sampler(pool, LABELS, cfg=cfg, seed=1)
+    assert len(s.others) == 1 and all(lab != D.NEGATIVE_LABEL for _, lab in s.pools)
+    alone = joined = 0
+    for _ in range(200):
+        x, y = s.one()
+        assert y.shape == (len(LABELS),)
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        f = np.fft.rfftfreq(x.size, 1 / SR)
+        other = spec[np.abs(f - 1320.0) < 15].sum() / spec.sum()
+        if other > 0.9:
+            assert not y.any()  # an unknown instrument alone fires nothing
+            alone += 1
+        elif other > 0.02:
+            joined += bool(y.any())  # ... and beside a labelled one it adds no label
+    assert 30 < alone < 90 and joined > 30
+
+
+def test_mixture_partners_stay_within_the_partner_range() -> None:
+    pool = [D.Clip(np.round(np.tile(tone(f, 1.0), 4) * 32767).astype(np.int16), lab, "render", f"{lab}.flac") for lab, f in zip(LABELS, (220.0, 440.0, 880.0))]
+    cfg = D.MixConfig(mix_p=1.0, third_p=0.0, negative_p=0.0, augment_strength=0.0, partner_db=(-6.0, 6.0))
+    s = D.Sampler(pool, LABELS, cfg=cfg, seed=2)
+    f = np.fft.rfftfreq(16000, 1 / SR)
+    ratios = []
+    for _ in range(60):
+        x, y = s.one()
+        assert y.sum() == 2
+        spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+        p = sorted(spec[np.abs(f - hz) < 15].sum() for hz, lab in zip((220, 440, 880), LABELS) if y[LABELS.index(lab)])
+        ratios.append(10 * np.log10(p[1] / p[0]))
+    assert max(ratios) < 7.5 and np.percentile(ratios, 75) > 2.0  # within ±6 dB (+ window-edge leakage), spread over it
+
+
+def test_split_keeps_the_stems_of_a_song_together(tmp_path) -> None:
+    import soundfile as sf
+
+    rows = ["label,file,source"]
+    for song in ("mt5_a", "mt5_b", "mt5_c", "mt5_d"):
+        for lab in ("piano", "violin"):
+            sf.write(str(tmp_path / f"{song}-{lab}.flac"), tone(220.0, 0.5), SR)
+            rows.append(f"{lab},{song}-{lab}.flac,{song}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    got = D.load_real([tmp_path], ("piano", "violin"))
+    assert {c.group for c in got} == {"mt5_a", "mt5_b", "mt5_c", "mt5_d"}
+    for song in ("mt5_a", "mt5_b", "mt5_c", "mt5_d"):
+        assert len({D.split_of(c.group) for c in got if c.group == song}) == 1

@@ -54,7 +54,8 @@ def _rows(manifest: Path) -> list[dict]:
 
 def test_tables_are_consistent() -> None:
     assert set(PROGRAMS) == set(RANGES) == set(LABELS)
-    assert all(0 <= p < 128 for progs in PROGRAMS.values() for p in progs)
+    assert all(0 <= p < 128 for lab, progs in PROGRAMS.items() if lab != "drums" for p in progs)
+    assert PROGRAMS["drums"] == (music.DRUM_PROGRAM,)  # the GM percussion bank, not a melodic program
     assert all(12 <= hi - lo <= 88 and 21 <= lo for lo, hi in RANGES.values())
     assert {29, 30} <= set(PROGRAMS["guitar"])  # distorted electric guitar is in the dev set
 
@@ -160,3 +161,35 @@ def test_unknown_family_or_label_is_refused(tmp_path: Path) -> None:
     _need_timgm()
     with pytest.raises(NeuroEarError, match="labels"):
         render.render_set(tmp_path, families=["timgm"], labels=["kazoo"], seconds_per_label=1.0)
+
+
+def test_drums_and_bass_render_as_a_kit_and_a_low_line(timgm_only: None, cache_dir: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    manifest = render.render_set(tmp_path / "db", families=["timgm"], labels=("drums", "bass"), seconds_per_label=10.0,
+                                 clip_seconds=10.0, sample_rate=RATE, n_pieces=4, seed=0, cache_dir=cache_dir)  # fmt: skip
+    rows = {r["label"]: r for r in _rows(manifest)}
+    assert set(rows) == {"drums", "bass"}
+    assert rows["drums"]["program"] == music.DRUM_PROGRAM and rows["bass"]["program"] in PROGRAMS["bass"]
+    spectra = {}
+    for lab, r in rows.items():
+        x, _ = sf.read(str(manifest.parent / r["file"]), dtype="float32")
+        assert np.abs(x).max() > 0.05 and r["notes"]
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        f = np.fft.rfftfreq(x.size, 1 / RATE)
+        spectra[lab] = (spec, f)
+    # the bass line lives below ~300 Hz; a kit's cymbals and snare put far more energy above 2 kHz
+    share_low = {lab: s[f < 300].sum() / s.sum() for lab, (s, f) in spectra.items()}
+    share_high = {lab: s[f > 2000].sum() / s.sum() for lab, (s, f) in spectra.items()}
+    assert share_low["bass"] > 0.6
+    assert share_high["drums"] > 10 * share_high["bass"], share_high
+
+
+def test_drum_score_is_a_groove_on_percussion_keys() -> None:
+    sc = music.compose("drums", music.DRUM_PROGRAM, [], seconds=8.0, rng=np.random.default_rng(3))
+    keys = {p for _, _, p, _ in sc.notes}
+    assert {36, 38} <= keys  # kick and snare in every groove
+    assert keys & {42, 44, 46, 51}  # and a hi-hat or ride keeping time
+    assert all(0.0 <= on < off <= 8.0 and 1 <= v <= 127 for on, off, _, v in sc.notes)
+    iv = music.sounding(sc)
+    assert sum(b - a for a, b in iv) > 4.0  # mostly playing

@@ -26,3 +26,31 @@ def test_config_survives_a_json_round_trip() -> None:
     back = T.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg  # tuples, not JSON's lists, so `--init` and recipes compare equal
     assert back.mix.background_db == (10.0, 30.0) and back.net.channels == (24, 48, 96, 128)
+
+
+def test_init_from_a_checkpoint_with_fewer_labels_keeps_its_rows(tmp_path) -> None:
+    import torch
+
+    from neuroear.training import train as T
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    net = NetConfig(channels=(4, 8))
+    old = InstrumentNet(("piano", "violin"), net=net)
+    with torch.no_grad():
+        old.cnn.head.weight.normal_()
+    ck = tmp_path / "old.pt"
+    torch.save({"state_dict": old.state_dict(), "labels": ["piano", "violin"], "cqt": old.cqt_cfg.to_dict(), "net": net.to_dict()}, str(ck))
+    cfg = T.TrainConfig(labels=("drums", "piano", "violin"), net=net, init=str(ck))
+    new = InstrumentNet(cfg.labels, net=net)
+    fresh = new.cnn.head.weight[0].clone()
+    T._load_init(new, cfg)
+    assert torch.equal(new.cnn.head.weight[1:], old.cnn.head.weight)  # piano, violin rows moved to their new places
+    assert torch.equal(new.cnn.head.weight[0], fresh)  # drums keeps its fresh row
+    assert torch.equal(new.cnn.features[0].body[0].weight, old.cnn.features[0].body[0].weight)
+    bad = T.TrainConfig(labels=("drums", "piano"), net=net, init=str(ck))  # would drop violin
+    import pytest
+
+    from neuroear.errors import NeuroEarError
+
+    with pytest.raises(NeuroEarError, match="labels"):
+        T._load_init(InstrumentNet(bad.labels, net=net), bad)

@@ -33,7 +33,11 @@ WIN = framing.WINDOW_SAMPLES
 CONTEXT = SR // 2  # samples of audio before each window, so reverb tails come from real history
 MIN_ACTIVE_SECONDS = 0.15  # s of sounding notes a window needs to carry a rendered label
 REAL_QUIET_DB = 35.0  # dB below a real clip's loudest window: quieter windows carry no label
-PARTNER_DB = (-8.0, 3.0)  # dB: a labelled mixture partner's level relative to the lead
+PARTNER_DB = (-8.0, 3.0)  # dB: a labelled mixture partner's level relative to the lead (MixConfig.partner_db's default)
+NEGATIVE_LABEL = "other"  # real-train folder of real instruments outside the label set: windows that must fire nothing
+# Sources whose files are stems of one song (a multitrack collection): the split keeps a whole
+# song on one side, so validation never hears a song whose other stems were trained on.
+SONG_SOURCE_PREFIXES = ("mt5_",)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Clip:
     name: str
     family: str = ""
     active: np.ndarray | None = None
+    group: str = ""  # what the train/validation split hashes (default: the name)
     level_db: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per 10 ms frame, dBFS
 
     def __post_init__(self) -> None:
@@ -64,7 +69,7 @@ def _to_int16(x: np.ndarray) -> np.ndarray:
 
 
 def split_of(name: str, *, val_fraction: float = 0.1) -> str:
-    """Deterministic train/val split by file name hash: "train" or "val"."""
+    """Deterministic train/val split by hash of a file name (or a clip's group): "train" or "val"."""
     h = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "val" if h < val_fraction else "train"
 
@@ -95,19 +100,47 @@ def read_labelled(source: str | Path) -> list[tuple[Path, str]]:
     raise NeuroEarError(f"{src}: not a folder or CSV manifest")
 
 
-def load_real(sources: Sequence[str | Path], labels: Sequence[str], *, cache: Path | None = None) -> list[Clip]:
+def split_groups(source: str | Path) -> dict[str, str]:
+    """file path → split group from a manifest's ``source`` column: the song for multitrack
+    stems (``SONG_SOURCE_PREFIXES``), the file itself otherwise. Empty for plain folders."""
+    src = Path(source)
+    if src.is_dir():
+        src = src / "manifest.csv"
+    if not src.is_file() or src.suffix.lower() != ".csv":
+        return {}
+    with src.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        str(src.parent / r["file"]): r["source"]
+        for r in rows
+        if r.get("file") and r.get("source", "").startswith(SONG_SOURCE_PREFIXES)
+    }
+
+
+def load_real(
+    sources: Sequence[str | Path], labels: Sequence[str], *, cache: Path | None = None, negatives: bool = False
+) -> list[Clip]:
     """Decode real recordings (labels outside ``labels`` are skipped) into 16 kHz clips.
 
-    The decoded audio is cached as one .npz per source list, keyed by the file list.
+    With ``negatives``, files labelled ``NEGATIVE_LABEL`` are loaded too (label "other"): real
+    instruments the model must not name. Each clip's ``group`` (the split key) comes from
+    `split_groups`. The decoded audio is cached as one .npz per source list, keyed by the file list.
     """
-    pairs = [(p, lab) for s in sources for p, lab in read_labelled(s) if lab in labels]
+    keep = set(labels) | ({NEGATIVE_LABEL} if negatives else set())
+    pairs = [(p, lab) for s in sources for p, lab in read_labelled(s) if lab in keep]
+    groups: dict[str, str] = {}
+    for s_ in sources:
+        groups.update(split_groups(s_))
     key = hashlib.sha1(json.dumps([[str(p), lab] for p, lab in pairs]).encode()).hexdigest()[:12]
     cache_file = cache / f"real-{key}.npz" if cache else None
     if cache_file and cache_file.is_file():
         z = np.load(cache_file, allow_pickle=False)
         names, labs = [str(n) for n in z["names"]], [str(lab) for lab in z["labels"]]
         offsets, pcm = z["offsets"], z["audio"]  # read each array once: NpzFile re-reads on every access
-        return [Clip(pcm[offsets[i] : offsets[i + 1]], labs[i], "real", names[i]) for i in range(len(names))]
+        return [
+            Clip(pcm[offsets[i] : offsets[i + 1]], labs[i], "real", names[i], group=groups.get(names[i], names[i]))
+            for i in range(len(names))
+        ]
     clips = []
     for p, lab in pairs:
         try:
@@ -116,7 +149,7 @@ def load_real(sources: Sequence[str | Path], labels: Sequence[str], *, cache: Pa
             warnings.warn(f"skipping {exc}", stacklevel=2)
             continue
         if x.size >= SR // 4:
-            clips.append(Clip(_to_int16(x), lab, "real", str(p)))
+            clips.append(Clip(_to_int16(x), lab, "real", str(p), group=groups.get(str(p), str(p))))
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [c.audio.size for c in clips])
@@ -345,13 +378,22 @@ class MixConfig:
     # The bed's level in dB below the lead, drawn uniformly from (lo, hi); lo stays above the
     # mixture partners' lowest level (PARTNER_DB) so a labelled partner is never quieter than an unlabelled bed.
     background_db: tuple[float, float] = (14.0, 30.0)
+    # A labelled mixture partner's level relative to the lead, dB, drawn uniformly (ensembles
+    # of real phrases sit within about ±6 dB of each other).
+    partner_db: tuple[float, float] = PARTNER_DB
+    # Real recordings of instruments outside the label set (``NEGATIVE_LABEL`` clips): the chance
+    # a window is one of them alone (no label), and the chance one joins a labelled window as an
+    # unlabelled partner at a partner's level, so unknown instruments in a band fire nothing.
+    other_p: float = 0.0
+    other_partner_p: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "MixConfig":
-        """Rebuild from a config.json entry: JSON's list back to a tuple."""
+        """Rebuild from a config.json entry: JSON's lists back to tuples."""
         d = dict(d)
-        if "background_db" in d:
-            d["background_db"] = tuple(d["background_db"])
+        for k in ("background_db", "partner_db"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -365,18 +407,22 @@ class Sampler:
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
         self.pools: dict[tuple[str, str], list[Clip]] = {}
+        self.others: list[Clip] = []
         for c in clips:
-            self.pools.setdefault((c.kind, c.label), []).append(c)
+            if c.label == NEGATIVE_LABEL and c.label not in self.labels:
+                self.others.append(c)
+            else:
+                self.pools.setdefault((c.kind, c.label), []).append(c)
         self.kinds = {lab: [k for k in ("real", "render") if (k, lab) in self.pools] for lab in self.labels}
         missing = [lab for lab, ks in self.kinds.items() if not ks]
         if missing and strict:
             raise NeuroEarError(f"no training audio for labels: {', '.join(missing)}")
         self.drawable = np.array([i for i, lab in enumerate(self.labels) if self.kinds[lab]])
         lo, hi = cfg.background_db
-        if not -PARTNER_DB[0] < lo <= hi:
+        if not -cfg.partner_db[0] < lo <= hi:
             raise NeuroEarError(
-                f"background_db {cfg.background_db!r}: need {-PARTNER_DB[0]:g} < lo <= hi dB below the lead "
-                f"(labelled partners go down to {-PARTNER_DB[0]:g})"
+                f"background_db {cfg.background_db!r}: need {-cfg.partner_db[0]:g} < lo <= hi dB below the lead "
+                f"(labelled partners go down to {-cfg.partner_db[0]:g})"
             )
         if cfg.clip_weighting not in ("clip", "sqrt_duration"):
             raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: clip or sqrt_duration")
@@ -395,13 +441,16 @@ class Sampler:
             raise NeuroEarError("no audio for any label")
 
     def _draw(self, label: str, *, augment: bool = True) -> tuple[np.ndarray, bool]:
-        kinds = self.kinds[label]
-        if len(kinds) == 2:
-            kind = "real" if self.rng.random() < self.cfg.real_fraction else "render"
+        if label == NEGATIVE_LABEL and label not in self.labels:
+            kind, pool, cdf = "real", self.others, None
         else:
-            kind = kinds[0]
-        pool = self.pools[(kind, label)]
-        cdf = self.pool_cdf.get((kind, label))
+            kinds = self.kinds[label]
+            if len(kinds) == 2:
+                kind = "real" if self.rng.random() < self.cfg.real_fraction else "render"
+            else:
+                kind = kinds[0]
+            pool = self.pools[(kind, label)]
+            cdf = self.pool_cdf.get((kind, label))
         if cdf is None:
             clip = pool[self.rng.integers(len(pool))]
         else:
@@ -428,6 +477,11 @@ class Sampler:
             colour = self.rng.choice(["white", "pink", "brown"])
             x = coloured_noise(n, self.rng, colour) * 10 ** (self.rng.uniform(-70, -15) / 20)
             return x[-WIN:].astype(np.float32), y
+        # drawn only when enabled, so configs without them keep their exact random stream
+        if self.others and self.cfg.other_p > 0 and self.rng.random() < self.cfg.other_p:
+            seg, _ = self._draw(NEGATIVE_LABEL)
+            x = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
+            return x[-WIN:], y
         k = 1
         if self.rng.random() < self.cfg.mix_p:
             k = 3 if self.rng.random() < self.cfg.third_p else 2
@@ -436,9 +490,12 @@ class Sampler:
         for j, li in enumerate(chosen):
             seg, on = self._draw(self.labels[li])
             rms = _rms(seg[-WIN:]) + 1e-9
-            gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(*PARTNER_DB) / 20)
+            gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(*self.cfg.partner_db) / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
+        if self.others and self.cfg.other_partner_p > 0 and self.rng.random() < self.cfg.other_partner_p:
+            seg, _ = self._draw(NEGATIVE_LABEL)
+            x += seg / (_rms(seg[-WIN:]) + 1e-9) * 10 ** (self.rng.uniform(*self.cfg.partner_db) / 20) * 0.1
         # drawn only when enabled, so configs without a bed keep their exact random stream
         if self.cfg.background_p > 0 and y.any() and self.rng.random() < self.cfg.background_p:
             x += self._background(n, float(_rms(x[-WIN:])))

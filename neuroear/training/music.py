@@ -25,16 +25,24 @@ from neuroear.errors import NeuroEarError
 
 
 LABELS: tuple[str, ...] = (
-    "accordion", "cello", "clarinet", "flute", "guitar", "organ",
+    "accordion", "bass", "cello", "clarinet", "drums", "flute", "guitar", "organ",
     "piano", "saxophone", "trumpet", "violin", "voice",
 )  # fmt: skip
+
+# Drums are not a melodic program: GM percussion is bank 128 played on MIDI channel 10
+# (index 9). DRUM_PROGRAM stands for it in PROGRAMS and manifests.
+DRUM_PROGRAM = 128
+DRUM_CHANNEL = 9
+HIT_SECONDS = 0.25  # s a drum hit counts as sounding (the skin and cymbal decay of a hit)
 
 # General MIDI programs (0-based) per label. Guitar includes overdrive (29) and distortion (30):
 # the real dev set's guitar is mostly distorted electric.
 PROGRAMS: dict[str, tuple[int, ...]] = {
     "accordion": (21, 23),
+    "bass": (32, 33, 34, 35, 36),  # acoustic (upright), finger, pick, fretless, slap
     "cello": (42,),
     "clarinet": (71,),
+    "drums": (DRUM_PROGRAM,),
     "flute": (73,),
     "guitar": (24, 25, 26, 27, 29, 30),
     "organ": (19, 20, 16),
@@ -48,6 +56,8 @@ PROGRAMS: dict[str, tuple[int, ...]] = {
 # Playable MIDI pitch range (lowest, highest) per label; phrases are transposed inside it.
 RANGES: dict[str, tuple[int, int]] = {
     "accordion": (41, 89),  # F2–F6: left-hand basses to the right-hand top
+    "bass": (28, 60),  # E1–C4: four-string bass and double bass (sounding pitch)
+    "drums": (35, 81),  # GM percussion keys (not pitches): acoustic bass drum .. open triangle
     "cello": (36, 76),  # C2–E5
     "clarinet": (50, 89),  # D3–F6 (written E3 on a B♭ clarinet)
     "flute": (60, 93),  # C4–A6
@@ -285,6 +295,8 @@ def _guitar_voicing(pitches: list[int], rng: np.random.Generator) -> list[int]:
 
 
 def _styles(label: str, program: int) -> tuple[list[str], list[float]]:
+    if label == "bass":
+        return ["bassline", "walking", "melody"], [0.5, 0.3, 0.2]
     if label == "guitar" and program in (29, 30):
         return ["power", "melody", "strum", "arpeggio"], [0.4, 0.35, 0.15, 0.1]
     return {
@@ -352,6 +364,16 @@ def _perform(style: str, ex: list[tuple[float, float, int]], spq: float, label: 
                 for k, t in enumerate(np.arange(h0, h1, step)):
                     p = pattern[k % len(pattern)]
                     notes.append((t, h1 if ring else t + step * factor, p, acc(t)))
+            elif style == "bassline":  # the chord's root on beats, now and then the fifth or octave
+                step = float(rng.choice([0.5, 1.0, 2.0]))
+                for k, t in enumerate(np.arange(h0, h1, step)):
+                    p = min(ps) + int(rng.choice([0, 0, 0, 7, 12])) if k else min(ps)
+                    notes.append((t, t + step * factor, p, acc(t)))
+            elif style == "walking":  # quarter notes through the chord tones and passing steps
+                tones = sorted({min(ps) + (p - min(ps)) % 12 for p in ps})
+                for k, t in enumerate(np.arange(h0, h1, 1.0)):
+                    p = tones[k % len(tones)] + (int(rng.choice([-1, 1, 2])) if k % 4 == 3 else 0)
+                    notes.append((t, t + factor, p, acc(t)))
             elif style == "oompah":
                 bass = min(ps)
                 upper = [p for p in ps if p != bass] or [bass + 12]
@@ -373,6 +395,8 @@ def compose(label: str, program: int, phrases: Sequence[Phrase], *, seconds: flo
     Excerpts follow one another with rests between them now and then (and sometimes a silent
     start), each with its own tempo, style, articulation, velocity and CC11 expression.
     """
+    if label == "drums":
+        return compose_drums(seconds=seconds, rng=rng)
     lo, hi = _PROGRAM_RANGES.get(program, RANGES[label]) if label == "saxophone" else RANGES[label]
     mono = [p for p in phrases if not p.polyphonic]
     poly = [p for p in phrases if p.polyphonic] or mono
@@ -411,6 +435,61 @@ def compose(label: str, program: int, phrases: Sequence[Phrase], *, seconds: flo
             sc.ccs.append((t, CC_EXPRESSION, int(rng.integers(70, 128))))
         sc.pieces.append(phrase.piece)
         t = end + (rng.uniform(0.0, 0.2) if rng.random() < 0.4 else rng.uniform(0.5, 4.0))
+    _tidy(sc, seconds)
+    return sc
+
+
+# GM percussion keys
+KICK, SNARE, RIM, CLOSED_HAT, PEDAL_HAT, OPEN_HAT, RIDE, CRASH = 36, 38, 37, 42, 44, 46, 51, 49
+TOMS = (41, 43, 45, 47, 48, 50)
+
+
+def compose_drums(*, seconds: float, rng: np.random.Generator) -> Score:
+    """A drum-kit performance filling ``seconds`` (s): grooves of 2–4 bars (rock, backbeat with
+    eighth or sixteenth hats, half-time, shuffle, ride patterns, four-on-the-floor), a fill with
+    toms and a crash now and then, humanised timing and velocity, sometimes rests between.
+
+    Notes are GM percussion keys on the drum channel; each hit lasts ``HIT_SECONDS``.
+    """
+    sc = Score()
+    sc.ccs.append((0.0, CC_VOLUME, int(rng.integers(85, 128))))
+    sc.ccs.append((0.0, CC_REVERB, int(rng.integers(0, 70))))
+    t = float(rng.uniform(0.0, 2.0)) if rng.random() < 0.3 else 0.0
+    while t < seconds - 0.5:
+        spq = 60.0 / rng.uniform(70.0, 180.0)
+        groove = str(rng.choice(["rock", "sixteenths", "halftime", "shuffle", "ride", "four"]))
+        cymbal = RIDE if groove == "ride" else int(rng.choice([CLOSED_HAT, CLOSED_HAT, OPEN_HAT, PEDAL_HAT]))
+        bars = int(rng.integers(2, 5))
+        base = rng.uniform(60, 115)
+        hits: list[tuple[float, int, float]] = []  # (time q, key, velocity offset)
+        if rng.random() < 0.5:
+            hits.append((0.0, CRASH, 10))
+        for bar in range(bars):
+            b0 = 4.0 * bar
+            sub = {"sixteenths": 0.25, "shuffle": 2 / 3}.get(groove, 0.5)
+            q = 0.0
+            while q < 4.0 - 1e-6:
+                hits.append((b0 + q, cymbal, -6 if abs(q - round(q)) > 1e-6 else 0))
+                q += sub if groove != "shuffle" else (2 / 3 if abs(q - round(q)) < 1e-6 else 1 / 3)
+            kicks = {"four": [0, 1, 2, 3], "halftime": [0, 2.5]}.get(groove, [0, 2] + ([2.5] if rng.random() < 0.5 else []) + ([1.5] if rng.random() < 0.3 else []))
+            snares = [2] if groove == "halftime" else [1, 3]
+            hits += [(b0 + k, KICK, 4) for k in kicks] + [(b0 + k, SNARE, 8) for k in snares]
+            if rng.random() < 0.2:
+                hits.append((b0 + 3.75, SNARE, -20))  # ghost note
+        if rng.random() < 0.4:  # a fill over the last beat(s)
+            f0 = 4.0 * bars - float(rng.choice([1.0, 2.0]))
+            hits = [h for h in hits if h[0] < f0 or h[1] == KICK]
+            toms = sorted(rng.choice(TOMS, size=3, replace=False), reverse=True)
+            for i, q in enumerate(np.arange(f0, 4.0 * bars, 0.25)):
+                hits.append((float(q), int(toms[min(i * 3 // max(1, int((4.0 * bars - f0) / 0.25)), 2)]) if i % 3 else SNARE, 0))
+        for q, key, dv in hits:
+            on = t + q * spq + rng.normal(0.0, 0.006)
+            if on < 0:
+                continue
+            v = int(np.clip(round(base + dv + rng.normal(0.0, 6.0)), 1, 127))
+            sc.notes.append((on, on + HIT_SECONDS, int(key), v))
+        sc.pieces.append(f"drums:{groove}")
+        t += 4.0 * bars * spq + (rng.uniform(0.0, 0.3) if rng.random() < 0.7 else rng.uniform(0.5, 3.0))
     _tidy(sc, seconds)
     return sc
 

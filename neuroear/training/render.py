@@ -47,6 +47,8 @@ from neuroear.errors import NeuroEarError
 from neuroear.training.music import (  # the score half of rendering
     CC_CHORUS,
     CC_REVERB,
+    DRUM_CHANNEL,
+    DRUM_PROGRAM,
     LABELS,
     PROGRAMS,
     RANGES,
@@ -71,6 +73,12 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "freepats": ("/etc/timidity/freepats.cfg",),
 }
 
+# Drum-only SoundFonts, used for the drums label of a family beside its GM fonts' kits:
+# avldrums' two kits are multi-sampled recordings of real acoustic drum kits.
+DRUM_FONTS: dict[str, tuple[str, ...]] = {
+    "fluid": ("/usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2", "/usr/share/sounds/sf2/Red_Zeppelin_4_LV2.sf2"),
+}
+
 RENDER_RATE = 44_100  # Hz: synthesis rate; soxr then resamples (FluidSynth does not band-limit pitch-up)
 PEAK_DBFS = (-20.0, -1.0)  # dBFS: random peak level of each finished clip
 SILENT_PEAK = 1e-4  # linear: a raw render below this peak (-80 dBFS) is a missing or broken program
@@ -92,6 +100,10 @@ class _Fluid:
         if self.sfid < 0:
             raise NeuroEarError(f"{font}: FluidSynth cannot load this SoundFont")
         self.programs = {p for p in range(128) if self.synth.sfpreset_name(self.sfid, 0, p) is not None}
+        # a GM kit in the percussion bank, or (drum-only fonts) a kit as the font's first preset
+        self.kit = next(((b, 0) for b in (128, 0) if self.synth.sfpreset_name(self.sfid, b, 0) is not None), None)
+        if self.kit is not None and (self.kit[0] == 128 or not self.programs - {0}):
+            self.programs.add(DRUM_PROGRAM)
         self._write = fluidsynth._fl.fluid_synth_write_float
         self._write.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int] * 2
         self._write.restype = ctypes.c_int
@@ -102,7 +114,9 @@ class _Fluid:
         s.system_reset()
         s.set_reverb(fx["room"], fx["damp"], fx["width"], fx["reverb"])
         s.set_chorus(3, fx["chorus"], fx["speed"], fx["depth"], 0)
-        if s.program_select(0, self.sfid, 0, program) != 0:
+        ch = DRUM_CHANNEL if program == DRUM_PROGRAM else 0
+        bank, preset = self.kit if program == DRUM_PROGRAM and self.kit else (0, program)
+        if s.program_select(ch, self.sfid, bank, preset) != 0:
             raise NeuroEarError(f"program {program} missing from the loaded SoundFont")
         total = int(round(seconds * self.rate))
         buf = np.zeros(2 * total, dtype=np.float32)
@@ -113,11 +127,11 @@ class _Fluid:
                 self._write(s.synth, f - pos, buf.ctypes.data, 2 * pos, 2, buf.ctypes.data, 2 * pos + 1, 2)
                 pos = f
             if kind == "on":
-                s.noteon(0, a, b)
+                s.noteon(ch, a, b)
             elif kind == "off":
-                s.noteoff(0, a)
+                s.noteoff(ch, a)
             else:
-                s.cc(0, a, b)
+                s.cc(ch, a, b)
         if total > pos:
             self._write(s.synth, total - pos, buf.ctypes.data, 2 * pos, 2, buf.ctypes.data, 2 * pos + 1, 2)
         return buf.reshape(-1, 2).mean(axis=1)
@@ -135,10 +149,12 @@ def _vlq(n: int) -> bytes:
 
 
 def _midi_file(sc: Score, program: int) -> bytes:
-    """Standard MIDI file (format 0, 1 tick = 1/960 s) of the score on channel 0."""
+    """Standard MIDI file (format 0, 1 tick = 1/960 s) of the score on channel 0 (drums: channel 10)."""
     track, last = bytearray(_vlq(0) + b"\xff\x51\x03" + (500_000).to_bytes(3, "big")), 0  # 120 bpm, 480 ppq
-    track += _vlq(0) + bytes([0xC0, program])
-    codes = {"on": 0x90, "off": 0x80, "cc": 0xB0}
+    ch = DRUM_CHANNEL if program == DRUM_PROGRAM else 0
+    if program != DRUM_PROGRAM:
+        track += _vlq(0) + bytes([0xC0, program])
+    codes = {"on": 0x90 | ch, "off": 0x80 | ch, "cc": 0xB0 | ch}
     for t, _, kind, a, b in midi_events(sc):
         tick = int(round(t * 960))
         track += _vlq(tick - last) + bytes([codes[kind], a, b if kind != "off" else 64])
@@ -187,6 +203,8 @@ def _cfg_programs(cfg: Path) -> set[int]:
             bank = (words[0], words[1] if len(words) > 1 else "")
         elif bank == ("bank", "0") and words[0].isdigit():
             progs.add(int(words[0]))
+        elif bank == ("drumset", "0") and words[0].isdigit():
+            progs.add(DRUM_PROGRAM)  # a standard kit with at least one patch
     return progs
 
 
@@ -231,6 +249,11 @@ def available_families() -> dict[str, list[Path]]:
     return out
 
 
+def _drum_fonts(family: str) -> list[Path]:
+    """The family's drum-only SoundFonts that are installed here."""
+    return [Path(p) for p in DRUM_FONTS.get(family, ()) if Path(p).is_file()]
+
+
 def _clip_seed(seed: int, label: str, index: int) -> int:
     digest = hashlib.sha256(f"{seed}/{label}/{index}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
@@ -273,7 +296,7 @@ def render_set(
         "version": _RENDER_VERSION, "families": list(families), "labels": list(labels),
         "seconds_per_label": float(seconds_per_label), "clip_seconds": float(clip_seconds), "seed": int(seed),
         "sample_rate": int(sample_rate), "n_pieces": int(n_pieces),
-        "fonts": {f: [p.name for p in have[f]] for f in families},
+        "fonts": {f: [p.name for p in have[f] + _drum_fonts(f)] for f in families},
     }  # fmt: skip
     manifest, params_path = out_dir / "manifest.jsonl", out_dir / "params.json"
     if manifest.exists() and params_path.exists() and json.loads(params_path.read_text()) == params:
@@ -296,7 +319,7 @@ def render_set(
     for label in labels:
         for k in range(n_clips):
             fam = families[k % len(families)]
-            fonts = have[fam]
+            fonts = have[fam] + (_drum_fonts(fam) if label == "drums" else [])
             jobs.setdefault((fam, fonts[(k // len(families)) % len(fonts)]), []).append((label, k))
     rows: dict[tuple[int, int], dict] = {}
     rendered = 0.0

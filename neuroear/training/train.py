@@ -24,7 +24,10 @@ from neuroear.training import data as D
 from neuroear.training.features import CQTConfig
 from neuroear.training.model import InstrumentNet, NetConfig, n_params
 
-LABELS = ("accordion", "cello", "clarinet", "flute", "guitar", "organ", "piano", "saxophone", "trumpet", "violin", "voice")
+LABELS = (
+    "accordion", "bass", "cello", "clarinet", "drums", "flute", "guitar", "organ",
+    "piano", "saxophone", "trumpet", "violin", "voice",
+)  # fmt: skip
 OPTIMIZERS = ("sgd", "nesterov", "adagrad", "adadelta", "adam")
 
 
@@ -46,7 +49,7 @@ class TrainConfig:
     val_windows: int = 1200
     val_every: int = 250
     threads: int = 2
-    init: str | None = None  # checkpoint to start from (fine-tuning); same labels, front end and net
+    init: str | None = None  # checkpoint to start from (fine-tuning); same front end and net, labels a subset
     cqt: CQTConfig = CQTConfig()
     net: NetConfig = NetConfig()
     mix: D.MixConfig = D.MixConfig()
@@ -118,7 +121,11 @@ def _predict(model: torch.nn.Module, x: np.ndarray, batch: int = 128) -> np.ndar
 
 
 def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
-    """Start from ``cfg.init``'s weights; its labels, front end and net shape must be this run's."""
+    """Start from ``cfg.init``'s weights; its front end and net shape must be this run's.
+
+    Its labels must be this run's or a subset of them: the classifier rows of the labels it
+    knows are copied, the rows of new labels keep their fresh initialisation (how drums and
+    bass joined an eleven-instrument model)."""
     from neuroear.training.export import load_checkpoint
 
     start, _ = load_checkpoint(Path(cfg.init))  # built from the checkpoint's own labels and configs
@@ -126,22 +133,34 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     def shape(net: NetConfig) -> tuple:  # what the weights depend on (dropout, spec_mask do not)
         return tuple(net.channels), net.convs, net.residual
 
-    if start.labels != tuple(cfg.labels) or start.cqt_cfg != cfg.cqt or shape(start.net_cfg) != shape(cfg.net):
-        raise NeuroEarError(f"{cfg.init}: checkpoint's labels, front end or net shape differ from this run's config; cannot start from it")
-    model.load_state_dict(start.state_dict())
+    if not set(start.labels) <= set(cfg.labels) or start.cqt_cfg != cfg.cqt or shape(start.net_cfg) != shape(cfg.net):
+        raise NeuroEarError(
+            f"{cfg.init}: checkpoint's front end or net shape differ from this run's config, or it has labels "
+            "this run lacks; cannot start from it"
+        )
+    state = start.state_dict()
+    if start.labels != tuple(cfg.labels):
+        own = model.state_dict()
+        rows = [cfg.labels.index(lab) for lab in start.labels]
+        for key in ("cnn.head.weight", "cnn.head.bias"):
+            merged = own[key].clone()
+            merged[rows] = state[key]
+            state[key] = merged
+    model.load_state_dict(state)
 
 
 def load_clips(cfg: TrainConfig, cache: Path | None) -> tuple[list[D.Clip], list[D.Clip]]:
     """(train clips, validation clips): real and rendered, split by file-name hash."""
     clips: list[D.Clip] = []
     if cfg.real:
-        clips += D.load_real(cfg.real, cfg.labels, cache=cache)
+        negatives = cfg.mix.other_p > 0 or cfg.mix.other_partner_p > 0
+        clips += D.load_real(cfg.real, cfg.labels, cache=cache, negatives=negatives)
     for m in cfg.rendered:
         clips += D.load_rendered(Path(m), cfg.labels)
     if not clips:
         raise NeuroEarError("no training data: give --real folders/manifests and/or --rendered manifests")
-    train = [c for c in clips if D.split_of(c.name) == "train"]
-    val = [c for c in clips if D.split_of(c.name) == "val"]
+    train = [c for c in clips if D.split_of(c.group or c.name) == "train"]
+    val = [c for c in clips if D.split_of(c.group or c.name) == "val"]
     if not val:  # tiny sets: validate on the training clips rather than not at all
         val = train
     return train, val

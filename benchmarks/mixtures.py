@@ -1,0 +1,189 @@
+"""Ensembles and unknown instruments: multi-label scores of models on real mixtures.
+
+    python benchmarks/mixtures.py models/neuroear-v3.onnx models/neuroear-v4.onnx \
+        --dev ../shared/data/real-dev --unknown ../shared/data/real-train --out benchmarks/results/mixtures.json
+
+**dev-mixtures** (validation only: never trained or tuned on) is built from the real-dev solo
+clips, deterministically from ``--seed``: each mixture sums 2 or 3 clips of different
+instruments (a third of them trios), each stem scaled to a common RMS and then by a gain drawn
+uniformly within ±6 dB, then the sum peak-limited to −1 dBFS. Windows are the model's own
+(one second, hop one second, from the start). A stem labels a window where it is not quiet
+there: its own RMS in that window ≥ −50 dBFS and within 20 dB of the loudest stem's.
+
+For each model and set: multi-label macro / micro F1 (macro over the instruments the set
+holds), the exact-set rate (windows whose active set is exactly the truth), false labels per
+window (active but not sounding) and missed labels per window. **dev-solo** is the same
+clips alone, **unknown** the real-train ``other/`` files of the validation split (real
+instruments outside the label set; calibration saw them, training did not): there every
+active label is false. **unknown-rendered**: instruments outside the label set (oboe, bassoon,
+harp, vibraphone, marimba, sitar, steel drums, two synth leads, two synth pads) rendered on the
+TimGM6mb font, a SoundFont family training never heard; every active label is false there too.
+The models' own thresholds throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from neuroear import audio
+from neuroear import evaluate as E
+from neuroear.infer import Detector
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LEVEL_DB = 6.0  # ± dB of each stem around the common level
+LABEL_FLOOR_DBFS = -50.0
+LABEL_WITHIN_DB = 20.0
+PEAK = 10 ** (-1 / 20)
+
+
+def _rms_db(x: np.ndarray) -> np.ndarray:
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=-1) + 1e-12)
+
+
+def dev_clips(dev: Path, rate: int) -> list[tuple[str, np.ndarray]]:
+    """(label, mono float32 at ``rate``) for every real-dev clip, in manifest order."""
+    from neuroear.training.data import read_labelled
+
+    return [(lab, audio.load(p, sample_rate=rate)) for p, lab in read_labelled(dev)]
+
+
+def make_mixtures(clips: list[tuple[str, np.ndarray]], *, n: int, seed: int, window: int) -> list[tuple[np.ndarray, list[list[str]]]]:
+    """``n`` mixtures [(audio [samples], labels per window)], deterministic from ``seed``."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[np.ndarray]] = {}
+    for lab, x in clips:
+        by_label.setdefault(lab, []).append(x)
+    names = sorted(by_label)
+    out = []
+    for _ in range(n):
+        k = 3 if rng.random() < 1 / 3 else 2
+        labs = [names[i] for i in rng.choice(len(names), size=k, replace=False)]
+        stems = [by_label[lab][int(rng.integers(len(by_label[lab])))] for lab in labs]
+        length = min(s.size for s in stems)
+        n_win = length // window
+        if n_win == 0:
+            continue
+        stems = [s[:length] / (np.sqrt(np.mean(s[:length] ** 2)) + 1e-9) * 0.05 * 10 ** (rng.uniform(-LEVEL_DB, LEVEL_DB) / 20) for s in stems]
+        mix = np.sum(stems, axis=0)
+        mix *= min(1.0, PEAK / (np.abs(mix).max() + 1e-9))
+        per_window = []
+        for w in range(n_win):
+            seg = slice(w * window, (w + 1) * window)
+            lv = np.array([_rms_db(s[seg]) for s in stems])
+            per_window.append(sorted({lab for lab, v in zip(labs, lv) if v >= LABEL_FLOOR_DBFS and v >= lv.max() - LABEL_WITHIN_DB}))
+        out.append((mix.astype(np.float32), per_window))
+    return out
+
+
+def score(det: Detector, windows: np.ndarray, truth: list[list[str]]) -> dict:
+    """Multi-label scores of ``det`` on windows [n, samples] with true label sets."""
+    index = {lab: i for i, lab in enumerate(det.labels)}
+    t = np.zeros((len(truth), len(det.labels)), dtype=bool)
+    for i, labs in enumerate(truth):
+        for lab in labs:
+            if lab in index:
+                t[i, index[lab]] = True
+    p = det.predict(windows) >= det.thresholds[None, :]
+    rows = E.report(t, p, det.labels)
+    return {
+        "windows": int(len(t)),
+        "macro_f1": round(E.row(rows, "macro").f1, 4) if t.any() else None,
+        "micro_f1": round(E.row(rows, "micro").f1, 4) if t.any() else None,
+        "exact_set": round(float(np.mean(np.all(p == t, axis=1))), 4),
+        "false_per_window": round(float(np.mean(np.sum(p & ~t, axis=1))), 4),
+        "missed_per_window": round(float(np.mean(np.sum(~p & t, axis=1))), 4),
+        "any_label": round(float(np.mean(p.any(axis=1))), 4),
+        "table": {k: {m: round(v, 4) if isinstance(v, float) else v for m, v in d.items()} for k, d in E.to_dict(rows).items()} if t.any() else {},
+    }
+
+
+def frame(x: np.ndarray, window: int) -> np.ndarray:
+    """Consecutive full windows [n, window] of x (hop = window)."""
+    n = x.size // window
+    return x[: n * window].reshape(n, window)
+
+
+def unknown_windows(real_train: Path, rate: int, window: int) -> np.ndarray:
+    """Windows of the validation split of real-train's ``other/`` files, louder than −45 dBFS."""
+    from neuroear.training.data import NEGATIVE_LABEL, read_labelled, split_groups, split_of
+
+    groups = split_groups(real_train)
+    ws = []
+    for p, lab in read_labelled(real_train):
+        if lab != NEGATIVE_LABEL or split_of(groups.get(str(p), str(p))) != "val":
+            continue
+        w = frame(audio.load(p, sample_rate=rate), window)
+        ws.append(w[_rms_db(w) >= audio.SILENCE_DBFS])
+    return np.concatenate(ws) if ws else np.zeros((0, window), np.float32)
+
+
+# GM program → the label whose range and playing styles its score borrows
+UNKNOWN_PROGRAMS = {68: "clarinet", 70: "cello", 46: "piano", 11: "piano", 12: "piano", 104: "guitar",
+                    114: "flute", 80: "flute", 81: "trumpet", 88: "organ", 89: "organ"}  # fmt: skip
+UNKNOWN_FONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+
+
+def unknown_renders(rate: int, window: int, *, seconds: float = 12.0, seed: int = 0) -> np.ndarray:
+    """Windows [n, window] of instruments outside the label set, rendered (see module doc)."""
+    from neuroear.resample import resample
+    from neuroear.training import music, render
+
+    phrases = music.load_phrases(n_pieces=40, seed=seed)
+    synth = render._Fluid(UNKNOWN_FONT, rate=render.RENDER_RATE)
+    fx = {"room": 0.4, "damp": 0.5, "width": 0.8, "reverb": 0.2, "chorus": 0.3, "speed": 0.5, "depth": 4.0}
+    ws = []
+    try:
+        for program, like in UNKNOWN_PROGRAMS.items():
+            sc = music.compose(like, program, phrases, seconds=seconds, rng=np.random.default_rng(seed + program))
+            x = resample(synth.render(sc, program=program, seconds=seconds, fx=fx), render.RENDER_RATE, rate)
+            w = frame(x / (np.abs(x).max() + 1e-9) * 0.5, window)
+            ws.append(w[_rms_db(w) >= audio.SILENCE_DBFS])
+    finally:
+        synth.close()
+    return np.concatenate(ws).astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--dev", type=Path, default=Path("../shared/data/real-dev"))
+    ap.add_argument("--unknown", type=Path, help="real-train folder: score its other/ validation files")
+    ap.add_argument("--n", type=int, default=300, help="mixtures")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    out: dict = {"seed": args.seed, "mixtures": args.n, "results": {}}
+    for model in args.models:
+        det = Detector(model)
+        win, rate = det.window_samples, det.sample_rate
+        clips = dev_clips(args.dev, rate)
+        mixes = make_mixtures(clips, n=args.n, seed=args.seed, window=win)
+        sets = {
+            "dev-solo": (np.concatenate([frame(x, win) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // win)]),
+            "dev-mixtures": (np.concatenate([frame(m, win) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
+        }
+        if args.unknown:
+            u = unknown_windows(args.unknown, rate, win)
+            sets["unknown"] = (u, [[] for _ in range(len(u))])
+        if UNKNOWN_FONT.is_file():
+            u = unknown_renders(rate, win, seed=args.seed)
+            sets["unknown-rendered"] = (u, [[] for _ in range(len(u))])
+        res = {name: score(det, x, t) for name, (x, t) in sets.items()}
+        out["results"][det.name] = res
+        for name, r in res.items():
+            print(
+                f"{det.name:14s} {name:13s} windows {r['windows']:5d}  macro {r['macro_f1']}  micro {r['micro_f1']}  "
+                f"exact {r['exact_set']:.3f}  false/win {r['false_per_window']:.3f}  missed/win {r['missed_per_window']:.3f}  any {r['any_label']:.3f}",
+                flush=True,
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
