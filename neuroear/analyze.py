@@ -47,9 +47,15 @@ class WindowResult:
 
 
 def analyze_file(
-    det: Detector, path: str | Path, *, hop_seconds: float = audio.HOP_SECONDS, thresholds: np.ndarray | None = None, source: str | None = None
+    det: Detector,
+    path: str | Path,
+    *,
+    hop_seconds: float = audio.HOP_SECONDS,
+    thresholds: np.ndarray | None = None,
+    source: str | None = None,
+    batch: int = BATCH,
 ) -> Iterator[WindowResult]:
-    """Yield one WindowResult per window of ``path``, in order.
+    """Yield one WindowResult per window of ``path``, in order (``batch``: windows per ONNX Runtime call).
 
     Raises NeuroEarError if the file cannot be decoded; rows yielded before a mid-file
     decoding error stay valid. A file shorter than one window is zero-padded (with a warning).
@@ -64,7 +70,7 @@ def analyze_file(
         if not pairs:
             return
         x = np.stack([w for _, w in pairs])
-        probs = det.predict(x, batch=BATCH)
+        probs = det.predict(x, batch=batch)
         levels = audio.dbfs(x)
         for (start, _), p, lv in zip(pairs, probs, levels):
             act = tuple(lab for lab, pi, ti in zip(det.labels, p, thr) if pi >= ti)
@@ -74,7 +80,7 @@ def analyze_file(
     try:
         for block in audio.prefetch(audio.stream(path, sample_rate=det.sample_rate)):
             pending += fr.push(block)
-            if len(pending) >= BATCH:
+            if len(pending) >= batch:
                 yield from flush(pending, 0)
                 pending = []
     except NeuroEarError:
