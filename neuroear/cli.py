@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", metavar="DIR", help="output folder of --engine ray (windows/, summary.parquet, errors.parquet)")
     g.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local Ray runtime)")
     g.add_argument("--workers", type=int, default=0, help="model actors (default: one per --threads CPUs of the cluster)")
-    g.add_argument("--batch", type=int, default=16, help="windows per ONNX Runtime call (default 16, as analyze)")
+    g.add_argument("--batch", type=int, help="windows per ONNX Runtime call (default: as analyze)")
     g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (CUDA provider), e.g. 0.25")
     a.set_defaults(func=cmd_analyze)
 

@@ -360,7 +360,7 @@ def run_args(args, thresholds: np.ndarray, *, prog: str = "neuroear") -> int:
         thresholds=thresholds,
         address=args.address,
         workers=args.workers,
-        batch=args.batch,
+        batch=args.batch or BATCH,
         gpus_per_worker=args.gpus_per_worker,
         prog=prog,
     )
