@@ -122,7 +122,6 @@ def test_parity_resume_and_changed_file(cluster, detector, real_folder: Path, tm
     ex = summary[summary.source == str(EXAMPLE)].iloc[0]
     assert ex.windows == 28 and abs(ex.duration - 28.0) < 0.01
     assert {d["label"] for d in ex.instruments} >= {"violin"} and all(0 < d["share"] <= 1 and d["first"] < d["last"] for d in ex.instruments)
-    assert len(set(summary.worker.str.split(":").str[1])) >= 1
 
     # second run: everything is complete, nothing is rewritten, Ray is not even started
     stamps = {p: p.stat().st_mtime_ns for p in (out / "windows").iterdir()}

@@ -309,8 +309,6 @@ def _execute(todo: list[Input], rep: Report, store: Store, det, thr: np.ndarray,
                     say(f"{len(seen)}/{len(todo)} files, {rep.audio_seconds / 3600:.2f} h of audio, {rep.realtime:.0f}× real time, {rep.failed} failed")
         except NeuroEarError:
             raise
-        except KeyboardInterrupt:
-            raise
         except Exception as exc:  # noqa: BLE001 - e.g. every actor failed to load the model
             raise NeuroEarError(f"Ray run failed: {_one_line(exc)}") from None
         # a file whose worker died TASK_RETRIES + 1 times has no result row: its marker, if any, says what happened
