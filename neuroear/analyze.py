@@ -64,8 +64,10 @@ def analyze_file(
     model: str | Path | None = None,
     thresholds: np.ndarray | None = None,
     source: str | None = None,
+    batch: int = BATCH,
 ) -> Iterator[WindowResult]:
-    """Yield one WindowResult per window of ``path``, in order; a window starts every ``hop`` s.
+    """Yield one WindowResult per window of ``path``, in order; a window starts every ``hop`` s
+    (``batch``: windows per ONNX Runtime call).
 
     ``detector`` (or a new ``Detector(model)``) scores the windows, cut at its card's framing;
     ``thresholds`` [n_labels] replace the card's. Raises NeuroEarError if the file cannot be
@@ -82,7 +84,7 @@ def analyze_file(
         if not pairs:
             return
         x = np.stack([w for _, w in pairs])
-        probs = det.predict(x, batch=BATCH)
+        probs = det.predict(x, batch=batch)
         levels = audio.dbfs(x)
         for (start, _), p, lv in zip(pairs, probs, levels):
             act = tuple(lab for lab, pi, ti in zip(det.labels, p, thr) if pi >= ti)
@@ -92,7 +94,7 @@ def analyze_file(
     try:
         for block in audio.prefetch(audio.stream(path, sample_rate=det.sample_rate)):
             pending += fr.push(block)
-            if len(pending) >= BATCH:
+            if len(pending) >= batch:
                 yield from flush(pending, 0)
                 pending = []
     except NeuroEarError:

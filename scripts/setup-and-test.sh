@@ -52,7 +52,7 @@ fi
 python -m pip install -q --upgrade pip
 # torch is pinned so that pip takes the CPU wheel (add --extra-index-url https://download.pytorch.org/whl/cpu
 # through $PIP_EXTRA_INDEX_URL where the default index offers only the CUDA build).
-python -m pip install -q torch==2.13.0 -e '.[cpu,plot,live,train,bench,test]'
+python -m pip install -q torch==2.13.0 -e '.[cpu,plot,live,train,bench,archive,test]'
 
 # The live tests listen to this microphone (they start it themselves too, and skip without PulseAudio).
 bash stream/virtual-mic.sh start >/dev/null || say "virtual microphone unavailable: the audio tests will skip"

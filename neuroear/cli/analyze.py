@@ -44,6 +44,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     thr = thresholds(det, args.threshold)
+    if args.engine == "ray" or args.out or args.address:
+        from neuroear.archive.engine import run_args
+
+        return run_args(args, thr, prog=PROG)
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     writer = Writer(fmt, det.labels)
     say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
@@ -127,6 +131,13 @@ def register(sub: Any) -> None:
     a.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table on a terminal, else jsonl")
     a.add_argument("--plot", metavar="FILE.png", help="draw probability over time")
     a.add_argument("--threshold", action="append", metavar="LABEL=VALUE", help="override a label's threshold")
+    g = a.add_argument_group("archives (--engine ray, needs the 'archive' extra)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="local: rows on stdout (default); ray: Parquet under --out, resumable")
+    g.add_argument("--out", metavar="DIR", help="output folder of --engine ray (windows/, summary.parquet, errors.parquet)")
+    g.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local Ray runtime)")
+    g.add_argument("--workers", type=int, default=0, help="model actors (default: one per --threads CPUs of the cluster)")
+    g.add_argument("--batch", type=int, help="windows per ONNX Runtime call (default: as analyze)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (CUDA provider), e.g. 0.25")
     a.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("evaluate", help="precision / recall / F1 table on a labelled set")
