@@ -309,9 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=cmd_render)
 
-    from neuroear import bench_cli, live_cli
+    from neuroear import bench_cli, live_cli, serve_cli
 
     live_cli.register(sub)
+    serve_cli.register(sub)
     bench_cli.register(sub)
     return p
 
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 0
     except ModuleNotFoundError as exc:
-        extra = {"torch": "train", "nnAudio": "train", "onnx": "train", "onnxruntime": "cpu", "matplotlib": "plot", "pyaudio": "live", "fluidsynth": "train", "music21": "train"}
+        extra = {"torch": "train", "nnAudio": "train", "onnx": "train", "onnxruntime": "cpu", "matplotlib": "plot", "pyaudio": "live", "fluidsynth": "train", "music21": "train", "fastapi": "web", "starlette": "web", "uvicorn": "web", "python_multipart": "web"}
         root = (exc.name or "").split(".")[0]
         if root in extra:
             _err(f"this command needs {root}: pip install 'neuroear[{extra[root]}]'")
