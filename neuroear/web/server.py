@@ -15,9 +15,11 @@ the temporary file is deleted as soon as the response ends, however it ends.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures' annotations at run time
+import asyncio
 import contextlib
 import io
 import json
+import os
 import shutil
 import socket
 import sys
@@ -43,10 +45,15 @@ MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Limits of one server: ``max_upload_bytes`` per file; ``max_live`` concurrent live sockets."""
+    """Limits of one server: ``max_upload_bytes`` per file; ``max_live`` concurrent live sockets; ``max_analyses`` at once.
+
+    Analyses beyond ``max_analyses`` wait (already uploaded) rather than share the cores, so that
+    a burst of uploads neither multiplies memory nor starves the live sockets' hops.
+    """
 
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6)
     max_live: int = 4
+    max_analyses: int = max(1, os.cpu_count() or 1)  # files analysed at once; more wait their turn (after uploading)
 
 
 # ----------------------------------------------------------------------------- warnings per upload
@@ -98,6 +105,7 @@ class _Analysis:
         _route_warnings()
         self.rows = analyze_file(det, up.path, hop_seconds=hop)
         self.finished = False
+        self.count = 0  # windows written so far
 
     def next_chunk(self, n: int = ROWS_PER_CHUNK) -> tuple[str, str | None]:
         """Up to ``n`` more rows as text, and the error that ended the file (if one did); ('', None) at the end."""
@@ -108,6 +116,7 @@ class _Analysis:
                 self._flush_messages()
                 self.writer.write(replace(r, source=self.up.name))
                 count += 1
+                self.count += 1
                 if count >= n:
                     break
             else:
@@ -183,6 +192,21 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
     app.state.live = livesocket.LiveRegistry(config.max_live)
     static = static_dir()
 
+    class _Stream(StreamingResponse):
+        """A streamed response that runs ``cleanup`` when it ends, even if its body never started."""
+
+        def __init__(self, *args: Any, cleanup: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._cleanup = cleanup
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self._cleanup()
+
+    turns = asyncio.Semaphore(config.max_analyses)
+
     @app.exception_handler(NeuroEarError)
     async def _user_error(request: Request, exc: NeuroEarError) -> JSONResponse:
         return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=getattr(exc, "status", 422))
@@ -230,18 +254,35 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
             directory=updir, limit_bytes=config.max_upload_bytes,
         )
         try:
+            await turns.acquire()
+        except BaseException:
+            up.delete()
+            raise
+        try:
             duration = (await run_in_threadpool(audio.info, up.path)).duration
             job = _Analysis(detector, up, hop=hop, fmt=fmt)
             first, error = await run_in_threadpool(job.next_chunk)
         except NeuroEarError as exc:
+            turns.release()
             up.delete()
             raise RequestError(_public(str(exc), up), status=422) from None
         except BaseException:
+            turns.release()
             up.delete()
             raise
-        if error is not None and not first.strip():  # nothing decodable: a plain 4xx
+        if error is not None and job.count == 0:  # not one window decodable: a plain 4xx
+            turns.release()
             job.close()
             raise RequestError(error, status=422)
+
+        released = False
+
+        def done() -> None:  # once, however the response ends (finished, client gone, never started)
+            nonlocal released
+            if not released:
+                released = True
+                turns.release()
+                job.close()
 
         async def body() -> Any:
             try:
@@ -254,10 +295,10 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
                 if err is not None:
                     yield _error_line(fmt, err)
             finally:
-                job.close()
+                done()
 
         headers = {"X-Neuroear-Duration": f"{duration:.3f}", "Cache-Control": "no-store"}
-        return StreamingResponse(body(), media_type=MEDIA_TYPES[fmt], headers=headers)
+        return _Stream(body(), media_type=MEDIA_TYPES[fmt], headers=headers, cleanup=done)
 
     @app.websocket("/api/live")
     async def live(ws: WebSocket) -> None:
