@@ -14,10 +14,10 @@ cd "$(dirname "$0")/.."
 
 # FluidSynth + the small TimGM6mb + csound SoundFonts (the held-out family) for the render/train tests,
 # PortAudio for PyAudio, PulseAudio for the virtual microphone the live tests listen to, tmux for the
-# dashboard test, python3-venv for the environment.
+# dashboard test, Chromium + its driver for the web page's browser tests, python3-venv for the environment.
 APT_PACKAGES=(
   python3-venv python3-dev fluidsynth libfluidsynth3 timgm6mb-soundfont csound-soundfont libsndfile1
-  portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins tmux procps
+  portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins tmux procps chromium chromium-driver
 )
 say() { echo "setup-and-test: $*" >&2; }
 
@@ -52,7 +52,7 @@ fi
 python -m pip install -q --upgrade pip
 # torch is pinned so that pip takes the CPU wheel (add --extra-index-url https://download.pytorch.org/whl/cpu
 # through $PIP_EXTRA_INDEX_URL where the default index offers only the CUDA build).
-python -m pip install -q torch==2.13.0 -e '.[cpu,plot,live,train,bench,archive,test]'
+python -m pip install -q torch==2.13.0 -e '.[cpu,plot,live,train,bench,archive,web,test]'
 
 # The live tests listen to this microphone (they start it themselves too, and skip without PulseAudio).
 bash stream/virtual-mic.sh start >/dev/null || say "virtual microphone unavailable: the audio tests will skip"

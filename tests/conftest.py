@@ -54,3 +54,56 @@ def has_module(name: str) -> bool:
 
 
 needs_torch = pytest.mark.skipif(not (has_module("torch") and has_module("nnAudio")), reason="needs the 'train' extra (torch, nnAudio)")
+
+
+class WebServer:
+    """A real `neuroear serve` in a subprocess on a free port: ``url``, ``stderr`` lines, ``stop()``."""
+
+    def __init__(self, *args: str) -> None:
+        import re
+        import subprocess
+        import threading
+        import time
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "neuroear", "serve", "--port", "0", *args],
+            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.stderr: list[str] = []
+        self.url = ""
+        found = threading.Event()
+
+        def drain() -> None:
+            for line in self.proc.stderr:
+                self.stderr.append(line.rstrip("\n"))
+                m = re.search(r"open (http://\S+?)/", line)
+                if m:
+                    self.url = m.group(1)
+                    found.set()
+            found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while not found.wait(0.1):
+            if time.monotonic() > deadline:
+                break
+        if not self.url:
+            self.stop()
+            raise RuntimeError("neuroear serve did not start: " + " | ".join(self.stderr[-5:]))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def web_server():
+    """One `neuroear serve` for the web tests (needs the 'web' extra)."""
+    if not (has_module("fastapi") and has_module("uvicorn") and has_module("python_multipart")):
+        pytest.skip("needs the 'web' extra (fastapi, uvicorn, python-multipart)")
+    server = WebServer()
+    yield server
+    server.stop()

@@ -12,12 +12,13 @@ import sys
 import warnings
 
 from neuroear import __version__
-from neuroear.cli import analyze, bench, live, training
+from neuroear.cli import analyze, bench, live, serve, training
 from neuroear.cli.common import PROG, error, say, show_warning, silence_stdout
 from neuroear.errors import NeuroEarError
 
 EXTRA_OF = {"torch": "train", "nnAudio": "train", "onnx": "train", "onnxruntime": "cpu", "matplotlib": "plot",
-            "pyaudio": "live", "fluidsynth": "train", "music21": "train"}  # module → the extra that installs it
+            "pyaudio": "live", "fluidsynth": "train", "music21": "train",
+            "fastapi": "web", "starlette": "web", "uvicorn": "web", "python_multipart": "web"}  # module → the extra that installs it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for group in (analyze, training, live, bench):
+    for group in (analyze, training, live, serve, bench):
         group.register(sub)
     return p
 
