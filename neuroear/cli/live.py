@@ -109,24 +109,19 @@ def _validate(args: argparse.Namespace) -> None:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """``neuroear listen``: returns the exit code (0 after Ctrl-C/SIGTERM, end of input or a closed pipe)."""
-    from neuroear.infer import Detector, parse_thresholds
+    from neuroear.infer import Detector
     from neuroear.live import loop
-    from neuroear.live.policy import Policy, PolicyConfig
-    from neuroear.live.session import Session, open_source
+    from neuroear.live.session import Session, make_policy, open_source
     from neuroear.live.sinks import JsonlSink
 
     _validate(args)
     detector = Detector(args.model, provider=args.provider, threads=args.threads)
-    config = PolicyConfig.build(
-        detector.labels, detector.thresholds,
-        overrides=parse_thresholds(args.threshold, detector.labels),
-        hysteresis=args.hysteresis, smooth=args.smooth,
-    )
+    policy = make_policy(detector, thresholds=args.threshold, hysteresis=args.hysteresis, smooth=args.smooth)
     source = open_source(device=args.device, input=args.input, demo=args.demo, realtime=args.realtime, block=args.block,
                          rate=args.rate, channels=args.channels, reconnect=args.reconnect)
     dashboard_on = not args.no_dashboard and isatty(sys.stderr)
     json_on = args.jsonl or not isatty(sys.stdout) or not dashboard_on
-    session = Session(detector=detector, source=source, policy=Policy(config), sink=JsonlSink(sys.stdout) if json_on else None,
+    session = Session(detector=detector, source=source, policy=policy, sink=JsonlSink(sys.stdout) if json_on else None,
                       events=args.events, hop=args.hop)
     is_device = session.is_device
     stop = threading.Event()

@@ -61,6 +61,20 @@ def check_hop(hop: float) -> None:
         raise NeuroEarError(f"--hop must be between {HOP_MIN_SECONDS:g} and {HOP_MAX_SECONDS:g} s, got {hop:g}")
 
 
+def make_policy(
+    detector: Detector,
+    *,
+    thresholds: Mapping[str, float] | Sequence[str] | None = None,
+    hysteresis: float = 0.0,
+    smooth: int = 1,
+) -> Policy:
+    """The decision policy over ``detector``'s calibrated thresholds with the user's overrides."""
+    return Policy(PolicyConfig.build(
+        detector.labels, detector.thresholds, overrides=parse_thresholds(thresholds, detector.labels),
+        hysteresis=hysteresis, smooth=smooth,
+    ))
+
+
 def open_source(
     *,
     device: str | int | None = None,
@@ -236,16 +250,14 @@ def listen(
     time, or when the caller stops iterating (the capture is stopped then).
     """
     detector = Detector(model, provider=provider, threads=threads)
-    config = PolicyConfig.build(
-        detector.labels, detector.thresholds, overrides=parse_thresholds(thresholds, detector.labels), hysteresis=hysteresis, smooth=smooth
-    )
+    policy = make_policy(detector, thresholds=thresholds, hysteresis=hysteresis, smooth=smooth)
     source = open_source(device=device, input=input, demo=demo, realtime=realtime, block=block, rate=rate, channels=channels)
 
     def produce(put, stop: threading.Event) -> None:  # noqa: ANN001 - see background.Put
-        session = Session(detector=detector, source=source, policy=Policy(config), hop=hop, on_detection=put)
+        session = Session(detector=detector, source=source, policy=policy, hop=hop, on_detection=put)
         session.run(stop=stop, duration=duration, max_lag=max_lag)
 
     yield from background(produce, depth=DETECTIONS_AHEAD, name="neuroear-listen")
 
 
-__all__ = ["Detection", "Session", "listen", "open_source", "check_hop", "HOP_MIN_SECONDS", "HOP_MAX_SECONDS", "DEFAULT_THREADS"]
+__all__ = ["Detection", "Session", "listen", "open_source", "make_policy", "check_hop", "HOP_MIN_SECONDS", "HOP_MAX_SECONDS", "DEFAULT_THREADS"]
