@@ -206,7 +206,7 @@ def add_noise(x: np.ndarray, groups: np.ndarray, *, kind: str, snr_db: float, se
     (The noise generator is the training side's, ``training.data.coloured_noise``: numpy only.)
     Deterministic from ``seed``.
     """
-    from neuroear.training.data import coloured_noise
+    from neuroear.training.augment import coloured_noise
 
     if kind not in NOISES:
         raise ValueError(f"noise must be one of {NOISES}")

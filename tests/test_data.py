@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SR, has_module, tone
+from neuroear.training import augment as A
 from neuroear.training import data as D
 from neuroear.errors import NeuroEarError
 
@@ -66,7 +67,7 @@ def test_solo_windows_carry_their_own_label() -> None:
 
 @pytest.mark.skipif(not (has_module("audiomentations") and has_module("pyroomacoustics")), reason="needs the 'train' extra")
 def test_library_augmentation_changes_the_sound_within_bounds() -> None:
-    aug = D.LibraryAugment(0, n_rooms=8)
+    aug = A.LibraryAugment(0, n_rooms=8)
     assert 1 <= len(aug.rirs) <= 8 and all(abs(float(np.sqrt(np.sum(ir**2))) - 1) < 1e-3 for ir in aug.rirs)
     rng = np.random.default_rng(0)
     x = tone(440.0, 1.5, amp=0.3)
