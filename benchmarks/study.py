@@ -1,10 +1,15 @@
 """The seed's two studies, reproducible: optimisers (SGD, Nesterov, Adagrad, Adadelta, Adam with
-torch defaults) and plain vs residual blocks — same data, same budget, several seeds each.
+torch defaults) and plain vs residual blocks — same data, same budget, several seeds each —
+and issue 13's front-end question: the CQT hop (512 samples = 32 ms vs 256 = 16 ms) on the
+13-label data and mix of a recipe (``--recipe``), scored on validation and, with ``--dev``,
+on the real dev set and its mixtures (reported, never used to choose thresholds).
 
     python benchmarks/study.py optimizers --steps 800 --val-every 100 --seeds 0 1 2 --threads 1 \
         --real ../shared/data/real-train --rendered runs/render-train/manifest.jsonl
     python benchmarks/study.py blocks --steps 800 --val-every 100 --seeds 0 1 2 --threads 1 \
         --plain-from benchmarks/results/study-optimizers.json ...
+    python benchmarks/study.py hop --recipe models/recipes/neuroear-v4.json --steps 1200 --val-every 200 \
+        --seeds 0 1 --dev ../shared/data/real-dev --real ../shared/data/real-train --rendered runs/render-train/manifest.jsonl
 
 Writes benchmarks/results/study-<what>.json (every run's loss curves and scores) and
 benchmarks/results/study-<what>.png (training and validation loss, mean ± spread over seeds).
@@ -45,12 +50,47 @@ def reused_plain_runs(path: Path, steps: int, seeds: list[int], val_every: int) 
     return runs
 
 
+def dev_windows(dev: str, cfg) -> dict[str, tuple[np.ndarray, list[list[str]]]]:
+    """The real dev set's solo windows and its mixtures (benchmarks/mixtures.py), at the training framing."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import mixtures as M
+
+    rate, win = cfg.cqt.sample_rate, cfg.cqt.sample_rate  # one-second windows
+    clips = M.dev_clips(Path(dev), rate)
+    mixes = M.make_mixtures(clips, n=300, seed=0, window=win)
+    return {
+        "dev": (np.concatenate([M.frame(x, win) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // win)]),
+        "dev_mixtures": (np.concatenate([M.frame(m, win) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
+    }
+
+
+def score_dev(res, sets: dict) -> dict[str, float]:
+    """Macro F1 of a trained run (torch, its calibrated thresholds) on each of ``sets``."""
+    if not sets:
+        return {}
+    import mixtures as M
+
+    from neuroear.training import train as T
+
+    class Net:  # what mixtures.score needs of a detector
+        labels = res.model.labels
+        thresholds = np.array([res.thresholds[lab] for lab in res.model.labels], dtype=np.float32)
+
+        @staticmethod
+        def predict(x: np.ndarray) -> np.ndarray:
+            return T._predict(res.model, x.astype(np.float32))
+
+    return {name: M.score(Net, x, t)["macro_f1"] for name, (x, t) in sets.items()}
+
+
 def main() -> None:
     from neuroear.training import train as T
     from neuroear.training.export import git_commit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["optimizers", "blocks"])
+    ap.add_argument("what", choices=["optimizers", "blocks", "hop"])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--real", action="append", default=[])
@@ -62,6 +102,8 @@ def main() -> None:
         "--plain-from",
         help="blocks only: take the plain arm from this optimizers-study JSON (its Adam runs are the same runs)",
     )
+    ap.add_argument("--recipe", help="hop only: labels and mix from this training config (JSON)")
+    ap.add_argument("--dev", help="hop only: also score each run on this real dev set and on mixtures of it")
     args = ap.parse_args()
 
     base = T.TrainConfig(
@@ -74,8 +116,14 @@ def main() -> None:
         ema=0.0,
         threads=args.threads,
     )
+    if args.recipe:
+        recipe = T.TrainConfig.from_dict(json.loads(Path(args.recipe).read_text()))
+        base = replace(base, labels=recipe.labels, mix=recipe.mix, cqt=recipe.cqt, net=recipe.net)
     clips = T.load_clips(base, Path(args.cache))  # decoded once, shared by every run
-    if args.what == "optimizers":
+    dev_sets = dev_windows(args.dev, base) if args.dev else {}
+    if args.what == "hop":
+        variants = {"hop512": {"cqt": base.cqt}, "hop256": {"cqt": replace(base.cqt, hop_length=base.cqt.hop_length // 2)}}
+    elif args.what == "optimizers":
         variants = {name: {"optimizer": name} for name in T.OPTIMIZERS}
     else:
         variants = {"plain": {"net": base.net}, "residual": {"net": replace(base.net, residual=True)}}
@@ -98,6 +146,7 @@ def main() -> None:
                     "val_macro_f1_at_0.5": res.history[-1]["val_macro_f1"],
                     "val_macro_f1_calibrated": res.val["calibrated"]["macro"]["f1"],
                     "plateau_step": plateau_step(res.history),
+                    **{f"{k}_macro_f1": v for k, v in score_dev(res, dev_sets).items()},
                 }
             )
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "history"}), flush=True)
@@ -107,6 +156,7 @@ def main() -> None:
         f1 = np.array([r["val_macro_f1_calibrated"] for r in rs])
         pl = np.array([r["plateau_step"] for r in rs])
         summary[name] = {
+            **{f"{k}_macro_f1_mean": float(np.mean([r[f"{k}_macro_f1"] for r in rs])) for k in dev_sets},
             "val_macro_f1_mean": float(f1.mean()),
             "val_macro_f1_std": float(f1.std()),
             "plateau_step_mean": float(pl.mean()),

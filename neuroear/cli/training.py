@@ -67,7 +67,7 @@ def register(sub: Any) -> None:
     t.add_argument("--optimizer", choices=["sgd", "nesterov", "adagrad", "adadelta", "adam"])
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
-    t.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning; same labels and shape)")
+    t.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning; same front end and shape, its labels a subset of this run's)")
     t.add_argument("--out", default="runs/latest", help="run folder for checkpoint.pt, config.json, history.jsonl")
     t.add_argument("--cache", default="runs/cache", help="where decoded real audio is cached")
     t.set_defaults(func=cmd_train)
