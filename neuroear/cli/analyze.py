@@ -121,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``analyze`` and ``evaluate`` to an argparse subparsers object."""
     a = sub.add_parser("analyze", help="probabilities per one-second window of audio files")
-    a.add_argument("paths", nargs="+", help="audio files or folders (WAV, FLAC, OGG, MP3, ...)")
+    a.add_argument("paths", nargs="+", help="audio files or folders (WAV, FLAC, OGG, MP3, M4A, AAC, MP4, ...)")
     add_model_options(a)
     a.add_argument("--hop", type=float, default=HOP_SECONDS, help="seconds between window starts (default 1)")
     a.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table on a terminal, else jsonl")
