@@ -174,7 +174,10 @@ def plot(results: list[WindowResult], labels: tuple[str, ...], out: Path, *, tit
     ax.set_title(title or results[0].source, fontsize=9)
     fig.colorbar(mesh, ax=ax, label="probability", fraction=0.03, pad=0.01)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        fig.savefig(out)
+    except (OSError, ValueError) as exc:  # a missing folder, a full disk, an unknown suffix
+        raise NeuroEarError(f"{out}: cannot write the plot ({str(exc).splitlines()[0]})") from None
+    finally:
+        plt.close(fig)
     return out

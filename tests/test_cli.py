@@ -154,3 +154,34 @@ def test_evaluate_on_folder(tmp_path):
 def test_env_model_lookup(clip, tmp_path):
     r = run_cli("analyze", str(clip), env={"NEUROEAR_MODEL": str(tmp_path / "nothing.onnx")})
     assert r.returncode == 1 and "NEUROEAR_MODEL" in r.stderr
+
+
+@pytest.mark.parametrize("name, why", [("out.txt", "must end in"), ("no/such/folder/out.png", "does not exist")])
+def test_bad_plot_path_is_one_line_before_any_work(clip, tmp_path, name, why):
+    target = tmp_path / name
+    r = run_cli("analyze", str(clip), "--plot", str(target), "--format", "jsonl")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert [x for x in r.stderr.splitlines() if x.startswith("neuroear: error:")] == [x for x in r.stderr.splitlines() if why in x]
+    assert not target.parent.exists() or not target.exists()
+    assert not (tmp_path / "no").exists()  # no folder created behind the user's back
+
+
+def test_plot_that_cannot_be_written_keeps_the_rows(clip, tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    target = d / "out.png"
+    target.mkdir()  # a folder where the picture should go: found before the work
+    r = run_cli("analyze", str(clip), "--plot", str(target), "--format", "jsonl")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "is a folder" in r.stderr
+
+
+def test_plot_write_failure_is_a_neuroear_error_and_creates_nothing(tmp_path, detector):
+    from neuroear.analyze import analyze_file, plot
+    from neuroear.errors import NeuroEarError
+
+    f = tmp_path / "c.wav"
+    sf.write(f, tone(440, 2.0), SR)
+    rows = list(analyze_file(f, detector=detector))
+    with pytest.raises(NeuroEarError, match="cannot write the plot"):
+        plot(rows, detector.labels, tmp_path / "gone" / "x.png")
+    assert not (tmp_path / "gone").exists()

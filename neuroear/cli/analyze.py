@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroear import audio
-from neuroear.cli.common import PROG, add_model_options, error, out, say, silence_stdout, thresholds
+from neuroear.cli.common import PROG, add_model_options, error, figure_path, out, say, silence_stdout, thresholds
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
 
@@ -42,6 +42,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from neuroear.analyze import Writer, analyze_file, plot
     from neuroear.infer import Detector
 
+    plot_to = figure_path(args.plot, option="--plot") if args.plot else None  # before any work
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     thr = thresholds(det, args.threshold)
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
@@ -84,13 +85,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             failed += 1
         if args.plot and rows:
             plotted.append(rows)
-    if args.plot:
-        if len(plotted) == 1:
-            say(f"{PROG}: plot written to {plot(plotted[0], det.labels, Path(args.plot))}")
-        for rows in plotted if len(plotted) > 1 else []:
-            target = Path(args.plot)
-            target = target.with_name(f"{target.stem}-{Path(rows[0].source).stem}{target.suffix or '.png'}")
+    for rows in plotted:
+        target = plot_to if len(plotted) == 1 else plot_to.with_name(f"{plot_to.stem}-{Path(rows[0].source).stem}{plot_to.suffix}")
+        try:
             say(f"{PROG}: plot written to {plot(rows, det.labels, target)}")
+        except NeuroEarError as exc:  # the rows above stay complete
+            error(str(exc))
+            failed += 1
     if not files:
         raise NeuroEarError("no audio files given")
     if failed:
@@ -103,6 +104,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from neuroear import evaluate as E
     from neuroear.infer import Detector
 
+    if args.confusion:
+        figure_path(args.confusion, option="--confusion")
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     thr = thresholds(det, args.threshold_label, flat=args.threshold, option="--threshold-label")
     if args.snr is not None and not args.noise:
