@@ -89,8 +89,9 @@ def analyze_file(
             end = min(start + det.window_samples, total) if total else start + det.window_samples
             yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, act, float(lv))
 
+    blocks = audio.prefetch(audio.stream(path, sample_rate=det.sample_rate))
     try:
-        for block in audio.prefetch(audio.stream(path, sample_rate=det.sample_rate)):
+        for block in blocks:
             pending += fr.push(block)
             if len(pending) >= BATCH:
                 yield from flush(pending, 0)
@@ -100,6 +101,8 @@ def analyze_file(
         if fr.total:
             yield from flush(pending + fr.finish(), fr.total)
         raise
+    finally:
+        blocks.close()  # Ctrl-C or a consumer that stops early: the decode thread closes the file and resampler now
     total = fr.total
     if total == 0:
         raise NeuroEarError(f"{src}: no audio samples (0 frames)")

@@ -346,7 +346,7 @@ def prefetch(blocks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
             if close is not None:
                 close()
 
-    return background(produce, depth=depth, name="neuroear-decode")
+    return background(produce, depth=depth, name="neuroear-decode", join_seconds=2.0)
 
 
 def load(path: str | os.PathLike[str], *, sample_rate: int) -> np.ndarray:

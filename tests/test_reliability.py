@@ -54,6 +54,7 @@ def rows_of(stdout: str) -> list[dict]:
 
 def assert_clean(stderr: str) -> None:
     assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+    assert "nanobind" not in stderr and "leaked" not in stderr, stderr  # native objects alive at exit (issue 16.3)
 
 
 # ============================================================================ bad input files
