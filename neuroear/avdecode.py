@@ -46,9 +46,9 @@ class AVFile:
             raise NeuroEarError(f"{path}: cannot decode audio ({_reason(exc)})") from None
         streams = self._c.streams.audio
         if not streams:
+            kinds = " and ".join(sorted({s.type for s in self._c.streams})) or "no streams"
             self._c.close()
-            kinds = ", ".join(sorted({s.type for s in self._c.streams})) or "nothing"
-            raise NeuroEarError(f"{path}: no audio stream in this file (it holds {kinds})")
+            raise NeuroEarError(f"{path}: cannot decode audio (no audio stream: the file holds {kinds})")
         self._s = streams[0]
         cc = self._s.codec_context
         self.rate = int(cc.sample_rate or 0)

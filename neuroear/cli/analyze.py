@@ -5,37 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from neuroear import audio
-from neuroear.cli.common import PROG, add_model_options, error, figure_path, out, say, silence_stdout, thresholds
+from neuroear.cli.common import PROG, add_model_options, error, figure_path, isatty, out, say, silence_stdout, thresholds
+from neuroear.cli.progress import Bar, WarningFolder
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
 
-PROGRESS_AFTER_SECONDS = 60.0  # s of audio: longer files get progress lines on stderr
-PROGRESS_EVERY_SECONDS = 5.0  # s of wall time between progress lines
 
-
-class _Progress:
-    """Progress lines on stderr for files longer than a minute, at most every 5 s of wall time."""
-
-    def __init__(self, src: str, path: Path) -> None:
-        self.src, self.clock, self.last = src, time.monotonic, float("-inf")  # the first row prints at once
-        try:
-            self.total = audio.info(path).duration
-        except NeuroEarError:
-            self.total = 0.0  # the decoder reports the problem itself
-
-    def update(self, t: float) -> None:
-        if self.total > PROGRESS_AFTER_SECONDS and self.clock() - self.last >= PROGRESS_EVERY_SECONDS:
-            self.last = self.clock()
-            say(f"{PROG}: {self.src}: {t / 60:.1f} of {self.total / 60:.1f} min ({100 * t / self.total:.0f} %)")
-
-    def done(self) -> None:
-        if self.total > PROGRESS_AFTER_SECONDS:
-            say(f"{PROG}: {self.src}: done ({self.total / 60:.1f} min)")
+def _duration(path: Path) -> float:
+    """Seconds of audio in ``path`` from its header (0 when it cannot be read: the decoder says why later)."""
+    try:
+        return audio.info(path).duration
+    except NeuroEarError:
+        return 0.0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -46,12 +32,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     thr = thresholds(det, args.threshold)
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
-    writer = Writer(fmt, det.labels)
-    say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
+    if not args.quiet:
+        say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
+    folder = WarningFolder()
+    warnings.showwarning = folder  # 1 000 short files: one warning, then one summary line
     failed = ok = 0
     plotted: list = []
     files = list(audio.iter_files(args.paths))
     reader_gone = False
+    bar = None
+    if files and not args.quiet and isatty(sys.stderr):
+        durations = [_duration(p) for p in files]
+        bar = Bar(files, durations).__enter__()
+    writer = Writer(fmt, det.labels, sys.stdout)  # after the bar: rows go above it when both share the terminal
 
     def emit(write, *a) -> None:
         # `| head` closed stdout: without --plot there is nothing left to do (main exits quietly);
@@ -67,24 +60,32 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             reader_gone = True
             silence_stdout()
 
-    for path in files:
-        src = str(path)
-        emit(writer.begin_source, src)
-        rows = []
-        try:
-            progress = _Progress(src, path)
-            for r in analyze_file(path, args.hop, detector=det, thresholds=thr, source=src):
-                emit(writer.write, r)
-                progress.update(r.end)
-                if args.plot:
-                    rows.append(r)
-            progress.done()
-            ok += 1
-        except NeuroEarError as exc:
-            error(str(exc))
-            failed += 1
-        if args.plot and rows:
-            plotted.append(rows)
+    try:
+        for i, path in enumerate(files):
+            src = str(path)
+            emit(writer.begin_source, src)
+            rows = []
+            if bar is not None:
+                bar.start(path, durations[i])
+            try:
+                for r in analyze_file(path, args.hop, detector=det, thresholds=thr, source=src):
+                    emit(writer.write, r)
+                    if bar is not None:
+                        bar.update(r.end)
+                    if args.plot:
+                        rows.append(r)
+                ok += 1
+            except NeuroEarError as exc:
+                error(str(exc))
+                failed += 1
+            if bar is not None:
+                bar.done()
+            if args.plot and rows:
+                plotted.append(rows)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+        folder.summary()
     for rows in plotted:
         target = plot_to if len(plotted) == 1 else plot_to.with_name(f"{plot_to.stem}-{Path(rows[0].source).stem}{plot_to.suffix}")
         try:
@@ -130,6 +131,7 @@ def register(sub: Any) -> None:
     a.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table on a terminal, else jsonl")
     a.add_argument("--plot", metavar="FILE.png", help="draw probability over time")
     a.add_argument("--threshold", action="append", metavar="LABEL=VALUE", help="override a label's threshold")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no model line on stderr (errors and warnings still show)")
     a.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("evaluate", help="precision / recall / F1 table on a labelled set")
