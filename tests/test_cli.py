@@ -185,3 +185,40 @@ def test_plot_write_failure_is_a_neuroear_error_and_creates_nothing(tmp_path, de
     with pytest.raises(NeuroEarError, match="cannot write the plot"):
         plot(rows, detector.labels, tmp_path / "gone" / "x.png")
     assert not (tmp_path / "gone").exists()
+
+
+# ---------------------------------------------------------------- options that agree (issue 16, item 7)
+
+
+def test_stdin_dash_is_read_for_piping(clip):
+    r = run_cli("analyze", "-", "--format", "jsonl", input=clip.read_bytes())
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 4 and all(row["source"] == "-" for row in rows)
+
+
+def test_file_named_with_a_dash_gets_a_hint(tmp_path):
+    f = tmp_path / "-take1.wav"
+    sf.write(f, tone(440, 1.0), SR)
+    r = subprocess.run([sys.executable, "-m", "neuroear", "analyze", "-take1.wav"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and "put -- before" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hop_and_channel_options_agree(clip):
+    r = run_cli("analyze", str(clip), "--hop", "0")
+    assert r.returncode == 1 and "--hop must be more than 0" in r.stderr and "files failed" not in r.stderr
+    r = run_cli("listen", "--channels", "0")
+    assert r.returncode == 1 and "--channels must be a positive" in r.stderr
+    for cmd in (["analyze", str(clip)], ["listen", "--input", str(clip)]):
+        r = run_cli(*cmd, "--threshold", "piano=2")
+        assert r.returncode == 1 and "value must be between 0 and 1" in r.stderr
+
+
+def test_evaluate_takes_threshold_like_the_others(tmp_path):
+    (tmp_path / "violin").mkdir()
+    sf.write(tmp_path / "violin" / "a.wav", tone(440, 2.0), SR)
+    r = run_cli("evaluate", str(tmp_path), "--json", "--threshold", "0.5", "--threshold", "violin=0.3")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("evaluate", str(tmp_path), "--threshold", "violin=2")
+    assert r.returncode == 1 and "between 0 and 1" in r.stderr

@@ -24,12 +24,27 @@ def _duration(path: Path) -> float:
         return 0.0
 
 
+def _spool_stdin() -> Path:
+    """Copy stdin (``neuroear analyze -``: ``curl … | neuroear analyze -``) to a temporary file:
+    containers such as .m4a need seeking, which a pipe cannot do. Returns its path."""
+    import shutil
+    import tempfile
+
+    if isatty(sys.stdin):
+        raise NeuroEarError("'-' reads audio from stdin, but stdin is a terminal: pipe a file in (curl … | neuroear analyze -)")
+    fd, name = tempfile.mkstemp(prefix="neuroear-stdin-")
+    with open(fd, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, length=1 << 20)
+    return Path(name)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from neuroear.analyze import Writer, analyze_file, plot
     from neuroear.infer import Detector
 
     plot_to = figure_path(args.plot, option="--plot") if args.plot else None  # before any work
     det = Detector(args.model, provider=args.provider, threads=args.threads)
+    det.framing.hop(args.hop)  # a bad --hop is one usage error, not one failure per file
     thr = thresholds(det, args.threshold)
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     if not args.quiet:
@@ -38,7 +53,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     warnings.showwarning = folder  # 1 000 short files: one warning, then one summary line
     failed = ok = 0
     plotted: list = []
-    files = list(audio.iter_files(args.paths))
+    stdin_copy = _spool_stdin() if "-" in args.paths else None
+    files = [stdin_copy if str(p) == "-" else p for p in audio.iter_files(args.paths)]
     reader_gone = False
     bar = None
     if files and not args.quiet and isatty(sys.stderr):
@@ -62,7 +78,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     try:
         for i, path in enumerate(files):
-            src = str(path)
+            src = "-" if path == stdin_copy else str(path)
             emit(writer.begin_source, src)
             rows = []
             if bar is not None:
@@ -86,6 +102,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.__exit__(None, None, None)
         folder.summary()
+        if stdin_copy is not None:
+            stdin_copy.unlink(missing_ok=True)
     for rows in plotted:
         target = plot_to if len(plotted) == 1 else plot_to.with_name(f"{plot_to.stem}-{Path(rows[0].source).stem}{plot_to.suffix}")
         try:
@@ -101,6 +119,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_thresholds(items: list[str] | None) -> tuple[float | None, list[str]]:
+    """evaluate's --threshold: VALUE (every label) or LABEL=VALUE (one label), repeatable."""
+    flat, per_label = None, []
+    for item in items or []:
+        if "=" in item:
+            per_label.append(item)
+            continue
+        try:
+            flat = float(item)
+        except ValueError:
+            raise NeuroEarError(f"--threshold {item!r}: expected a number for every label or LABEL=VALUE, e.g. 0.5 or violin=0.6") from None
+        if not (0.0 <= flat <= 1.0):
+            raise NeuroEarError(f"--threshold {item!r}: value must be between 0 and 1")
+    return flat, per_label
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from neuroear import evaluate as E
     from neuroear.infer import Detector
@@ -108,7 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.confusion:
         figure_path(args.confusion, option="--confusion")
     det = Detector(args.model, provider=args.provider, threads=args.threads)
-    thr = thresholds(det, args.threshold_label, flat=args.threshold, option="--threshold-label")
+    flat, items = _split_thresholds(args.threshold)
+    thr = thresholds(det, items + list(args.threshold_label or []), flat=flat)
     if args.snr is not None and not args.noise:
         raise NeuroEarError("--snr needs --noise white|pink|brown|babble")
     snr = args.snr if args.snr is not None else 10.0
@@ -125,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``analyze`` and ``evaluate`` to an argparse subparsers object."""
     a = sub.add_parser("analyze", help="probabilities per one-second window of audio files")
-    a.add_argument("paths", nargs="+", help="audio files or folders (WAV, FLAC, OGG, MP3, M4A, AAC, MP4, ...)")
+    a.add_argument("paths", nargs="+", help="audio files or folders (WAV, FLAC, OGG, MP3, M4A, AAC, MP4, ...); - reads stdin")
     add_model_options(a)
     a.add_argument("--hop", type=float, default=HOP_SECONDS, help="seconds between window starts (default 1)")
     a.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table on a terminal, else jsonl")
@@ -139,8 +174,9 @@ def register(sub: Any) -> None:
     add_model_options(e)
     e.add_argument("--hop", type=float, default=HOP_SECONDS, help="seconds between window starts (default 1)")
     e.add_argument("--json", action="store_true", help="machine-readable output")
-    e.add_argument("--threshold", type=float, help="one threshold for all labels (default: the model's calibrated ones)")
-    e.add_argument("--threshold-label", action="append", metavar="LABEL=VALUE", help="override one label's threshold")
+    e.add_argument("--threshold", action="append", metavar="VALUE|LABEL=VALUE",
+                   help="one threshold for all labels, or LABEL=VALUE for one (repeatable; default: the model's calibrated ones)")
+    e.add_argument("--threshold-label", action="append", metavar="LABEL=VALUE", help=argparse.SUPPRESS)  # the old name
     e.add_argument("--noise", choices=["white", "pink", "brown", "babble"], help="add noise to every window (babble: other clips of the set)")
     e.add_argument("--snr", type=float, help="signal-to-noise ratio in dB for --noise (default 10)")
     e.add_argument("--seed", type=int, default=0, help="seed of the added noise")

@@ -107,6 +107,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise NeuroEarError("--rate, --channels and --reconnect apply to devices; a file is read at its own rate and channels")
     if not (-120.0 <= args.gate <= 0.0):
         raise NeuroEarError(f"--gate must be between -120 and 0 dBFS, got {args.gate:g}")
+    if args.channels is not None and args.channels <= 0:
+        raise NeuroEarError(f"--channels must be a positive number of channels, got {args.channels}")
+    if args.rate is not None and args.rate <= 0:
+        raise NeuroEarError(f"--rate must be a positive rate in Hz, got {args.rate}")
     if args.reconnect is not None and not (args.reconnect >= 0):
         raise NeuroEarError(f"--reconnect must be 0 or more seconds, got {args.reconnect:g}")
 
