@@ -222,3 +222,14 @@ def test_evaluate_takes_threshold_like_the_others(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("evaluate", str(tmp_path), "--threshold", "violin=2")
     assert r.returncode == 1 and "between 0 and 1" in r.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_table_never_cuts_names_or_wraps(clip, columns):
+    r = run_cli("analyze", str(clip), "--format", "table", env={"COLUMNS": str(columns)})
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if x]
+    assert all(len(x) <= columns for x in lines), lines
+    assert "violi " not in r.stdout and "saxop" not in r.stdout.replace("saxophone", "")
+    if columns == 200:
+        assert "saxophone" in lines[1]  # every label by its full name
