@@ -91,8 +91,9 @@ def analyze_file(
             end = min(start + det.window_samples, total) if total else start + det.window_samples
             yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, act, float(lv))
 
+    blocks = audio.prefetch(audio.stream(path, sample_rate=det.sample_rate))
     try:
-        for block in audio.prefetch(audio.stream(path, sample_rate=det.sample_rate)):
+        for block in blocks:
             pending += fr.push(block)
             if len(pending) >= batch:
                 yield from flush(pending, 0)
@@ -102,6 +103,8 @@ def analyze_file(
         if fr.total:
             yield from flush(pending + fr.finish(), fr.total)
         raise
+    finally:
+        blocks.close()  # Ctrl-C or a consumer that stops early: the decode thread closes the file and resampler now
     total = fr.total
     if total == 0:
         raise NeuroEarError(f"{src}: no audio samples (0 frames)")
@@ -132,13 +135,28 @@ class Writer:
             w.writerow([r.source, f"{r.start:.3f}", f"{r.end:.3f}", *(f"{p:.4f}" for p in r.probs), ";".join(r.active)])
             self.out.write(buf.getvalue())
         else:
-            short = [lab[:5] for lab in self.labels]
-            if not self._header:
-                self.out.write(f"{'start':>7} {'end':>7}  " + " ".join(f"{s:>5}" for s in short) + "  active\n")
-                self._header = True
-            cells = " ".join(f"{p:5.2f}" for p in r.probs)
-            self.out.write(f"{r.start:7.2f} {r.end:7.2f}  {cells}  {', '.join(r.active) or '-'}\n")
+            self.out.write(self._table_row(r))
         self.out.flush()
+
+    def _table_row(self, r: WindowResult) -> str:
+        """A table row with full label names when the terminal is wide enough; else start, end and
+        the active labels with their probabilities (names never cut, no wrapped lines)."""
+        import shutil
+
+        name_w = max(4, max((len(lab) for lab in self.labels), default=4))
+        width = shutil.get_terminal_size((100, 24)).columns
+        wide = 16 + 2 + len(self.labels) * (name_w + 1) + 8 <= width
+        head = ""
+        if not self._header:
+            self._header = True
+            cols = " ".join(f"{lab:>{name_w}}" for lab in self.labels) if wide else "active (probability)"
+            head = f"{'start':>7} {'end':>7}  {cols}" + ("  active" if wide else "") + "\n"
+        if wide:
+            cells = " ".join(f"{p:>{name_w}.2f}" for p in r.probs)
+            return head + f"{r.start:7.2f} {r.end:7.2f}  {cells}  {', '.join(r.active) or '-'}\n"
+        probs = dict(zip(self.labels, r.probs))
+        act = ", ".join(f"{lab} {probs[lab]:.2f}" for lab in r.active) or "-"
+        return head + f"{r.start:7.2f} {r.end:7.2f}  {act}\n"
 
     def begin_source(self, source: str) -> None:
         if self.fmt == "table":
@@ -176,7 +194,10 @@ def plot(results: list[WindowResult], labels: tuple[str, ...], out: Path, *, tit
     ax.set_title(title or results[0].source, fontsize=9)
     fig.colorbar(mesh, ax=ax, label="probability", fraction=0.03, pad=0.01)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        fig.savefig(out)
+    except (OSError, ValueError) as exc:  # a missing folder, a full disk, an unknown suffix
+        raise NeuroEarError(f"{out}: cannot write the plot ({str(exc).splitlines()[0]})") from None
+    finally:
+        plt.close(fig)
     return out

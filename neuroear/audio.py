@@ -22,7 +22,11 @@ from neuroear.resample import Resampler
 SILENCE_DBFS = -45.0  # dBFS: windows quieter than this are reported apart by `evaluate`
 DECODE_BLOCK_SECONDS = 30.0  # s: files are decoded in blocks of this length so memory stays flat
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
+# files a folder is searched for: libsndfile's formats, then what FFmpeg (PyAV, ``avdecode``) adds
+AUDIO_EXTENSIONS = (
+    ".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".caf", ".w64",
+    ".m4a", ".aac", ".mp4", ".m4b", ".mov", ".3gp", ".amr", ".wma", ".webm", ".mka", ".mkv", ".ac3", ".alac",
+)
 
 
 def dbfs(x: np.ndarray) -> np.ndarray:
@@ -61,11 +65,31 @@ def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
     return y, n_bad
 
 
-def _open_error(path: Path, exc: Exception) -> NeuroEarError:
+def _sf_reason(path: Path, exc: Exception) -> str:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     # libsndfile's messages repeat the path; keep only the reason.
     reason = reason.replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "").strip(" :")
-    return NeuroEarError(f"{path}: cannot decode audio ({reason or 'unknown format'})")
+    return reason.rstrip(".") or "unknown format"
+
+
+def _open_fallback(path: Path, exc: Exception):
+    """libsndfile could not open ``path``: open it with PyAV (``avdecode.AVFile``), or raise one clear error."""
+    from neuroear import avdecode
+
+    reason = _sf_reason(path, exc)
+    if not avdecode.available():
+        raise NeuroEarError(
+            f"{path}: cannot decode audio ({reason}); phone and video recordings (.m4a, .aac, .mp4, ...) "
+            f"need the FFmpeg decoder: {avdecode.INSTALL_HINT}"
+        ) from None
+    try:
+        return avdecode.AVFile(path)
+    except NeuroEarError as av_exc:
+        why = str(av_exc).removeprefix(f"{path}: ")
+        if why.startswith("cannot decode audio ("):
+            why = why.removeprefix("cannot decode audio (").removesuffix(")")
+            raise NeuroEarError(f"{path}: cannot decode audio (libsndfile: {reason}; FFmpeg: {why})") from None
+        raise
 
 
 def check_readable(path: str | os.PathLike[str]) -> Path:
@@ -107,7 +131,11 @@ def info(path: str | os.PathLike[str]) -> AudioInfo:
         with sf.SoundFile(str(p)) as f:
             return AudioInfo(p, int(f.samplerate), int(f.channels), int(f.frames))
     except Exception as exc:  # libsndfile raises several types; all mean "not decodable"
-        raise _open_error(p, exc) from None
+        fallback = _open_fallback(p, exc)
+    try:
+        return AudioInfo(p, fallback.rate, fallback.channels, fallback.frames)
+    finally:
+        fallback.close()
 
 
 def _declared_shortfall(f) -> float:
@@ -188,7 +216,8 @@ class AudioFile:
     """An audio file opened for reading block by block at its own rate and channel count.
 
     ``blocks(frames)`` yields float32 [n, channels] blocks; ``at_end`` turns True just before
-    the last one is yielded (it may be empty). Damaged files give what can be decoded, with one
+    the last one is yielded (it may be empty). libsndfile decodes what it can; anything else
+    (.m4a, .aac, .mp4, ...) goes to FFmpeg through PyAV (``avdecode.AVFile``). Damaged files give what can be decoded, with one
     warning each: a WAV cut short mid-data is read to its end; an undecodable stretch (a corrupt
     FLAC frame) becomes silence of the same length and decoding resumes after it. Raises
     NeuroEarError on a file that cannot be opened, or whose rest cannot be decoded (after
@@ -199,10 +228,14 @@ class AudioFile:
         import soundfile as sf
 
         self.path = p = check_readable(path)
+        self.at_end = False
+        self._av = None  # avdecode.AVFile when libsndfile cannot read the file
         try:
             self._file = sf.SoundFile(str(p))
         except Exception as exc:
-            raise _open_error(p, exc) from None
+            self._av = _open_fallback(p, exc)
+            self.rate, self.channels, self.frames = self._av.rate, self._av.channels, self._av.frames
+            return
         self.rate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
         if self.rate <= 0:
@@ -220,6 +253,11 @@ class AudioFile:
 
     def blocks(self, block: int) -> Iterator[np.ndarray]:
         """Raw blocks of ``block`` frames (see the class docstring)."""
+        if self._av is not None:
+            for raw in self._av.blocks(block):
+                self.at_end = self._av.at_end
+                yield raw
+            return
         p, rate = self.path, self.rate
         pos = 0  # frames read so far, at the file's rate
         while True:
@@ -255,7 +293,7 @@ class AudioFile:
                 return
 
     def close(self) -> None:
-        self._file.close()
+        (self._av if self._av is not None else self._file).close()
 
     def __enter__(self) -> "AudioFile":
         return self
@@ -308,7 +346,7 @@ def prefetch(blocks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
             if close is not None:
                 close()
 
-    return background(produce, depth=depth, name="neuroear-decode")
+    return background(produce, depth=depth, name="neuroear-decode", join_seconds=2.0)
 
 
 def load(path: str | os.PathLike[str], *, sample_rate: int) -> np.ndarray:
@@ -325,11 +363,24 @@ def iter_files(paths: list[str]) -> Iterator[Path]:
     """Expand files and folders (recursively, sorted, audio extensions only) in the order given.
 
     A missing path is yielded as is, so the caller reports it as one error among the others.
+    Files in a folder whose names are not audio (notes.txt) are named in one warning per folder,
+    never skipped silently; hidden files (.DS_Store) are left out.
     """
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS)
+            found, other = [], []
+            for q in sorted(p.rglob("*")):
+                if not q.is_file() or any(part.startswith(".") for part in q.relative_to(p).parts):
+                    continue
+                (found if q.suffix.lower() in AUDIO_EXTENSIONS else other).append(q)
+            if other:
+                names = ", ".join(str(q.relative_to(p)) for q in other[:3]) + (", ..." if len(other) > 3 else "")
+                warnings.warn(
+                    f"{p}: skipped {len(other)} file(s) that are not audio by their extension ({names}); "
+                    "name a file directly to try decoding it anyway",
+                    stacklevel=2,
+                )
             if not found:
                 warnings.warn(f"{p}: folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})", stacklevel=2)
             yield from found

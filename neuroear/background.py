@@ -13,12 +13,14 @@ from typing import Any, Callable, Iterator
 Put = Callable[[Any], bool]  # hands one item to the consumer; False once the consumer has gone
 
 
-def background(produce: Callable[[Put, threading.Event], None], *, depth: int, name: str) -> Iterator[Any]:
+def background(produce: Callable[[Put, threading.Event], None], *, depth: int, name: str, join_seconds: float = 0.0) -> Iterator[Any]:
     """Yield what ``produce(put, stop)`` puts, produced by a daemon thread up to ``depth`` ahead.
 
     An exception in ``produce`` is raised here after the items put before it. Closing this
     generator (or Ctrl-C in the caller) sets ``stop``, which ``put`` honours (returns False), so
-    the producer can finish and close what it holds.
+    the producer can finish and close what it holds; with ``join_seconds`` the consumer waits
+    up to that long for it to finish (a thread still holding native objects, such as a soxr
+    resampler, at interpreter exit makes their bindings print leak reports).
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -52,3 +54,5 @@ def background(produce: Callable[[Put, threading.Event], None], *, depth: int, n
                 raise value
     finally:
         stop.set()
+        if join_seconds > 0 and t is not threading.current_thread():
+            t.join(join_seconds)

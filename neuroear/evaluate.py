@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neuroear.audio import SILENCE_DBFS
+from neuroear.errors import NeuroEarError
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,12 @@ def plot_confusion(cm: np.ndarray, labels, out, *, title: str = ""):
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true label's windows")
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        fig.savefig(out)
+    except (OSError, ValueError) as exc:  # a missing folder, a full disk, an unknown suffix
+        raise NeuroEarError(f"{out}: cannot write the confusion matrix ({str(exc).splitlines()[0]})") from None
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -283,7 +288,6 @@ def evaluate_set(
     ``failed`` and skipped. Windows are cut at the detector's framing (its card).
     """
     from neuroear import audio
-    from neuroear.errors import NeuroEarError
     from neuroear.framing import windows as frame
     from neuroear.training.data import MIN_ACTIVE_SECONDS, read_labelled
 

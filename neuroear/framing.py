@@ -50,7 +50,7 @@ def hop_samples(hop_seconds: float, *, sample_rate: int = SAMPLE_RATE, window: i
     """Hop in samples for ``hop_seconds`` (s); must be in (0, MAX_HOP_WINDOWS windows]."""
     window_s = (WINDOW_SAMPLES if window is None else window) / sample_rate
     if not (0 < hop_seconds <= window_s * MAX_HOP_WINDOWS):
-        raise NeuroEarError(f"hop must be between 0 and {window_s * MAX_HOP_WINDOWS:g} s, got {hop_seconds:g}")
+        raise NeuroEarError(f"--hop must be more than 0 and at most {window_s * MAX_HOP_WINDOWS:g} s, got {hop_seconds:g}")
     return max(1, int(round(hop_seconds * sample_rate)))
 
 

@@ -31,12 +31,32 @@ def tone(freq: float, seconds: float, *, sr: int = SR, amp: float = 0.5) -> np.n
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+def write_av(path, x: np.ndarray, sr: int = SR, *, codec: str = "aac", channels: int = 1) -> Path:
+    """Encode mono ``x`` [samples] into a real compressed container (.m4a, .aac, .mp4) with PyAV."""
+    import av
+
+    y = np.ascontiguousarray(np.tile(np.asarray(x, dtype=np.float32)[None, :], (channels, 1)))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=sr, layout="mono" if channels == 1 else "stereo")
+        for i in range(0, y.shape[1], 1024):
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[:, i:i + 1024]), format="fltp", layout=s.layout)
+            f.sample_rate, f.pts = sr, i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    return Path(path)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, input: bytes | None = None):
     """Run ``python -m neuroear ARGS`` in a subprocess; returns CompletedProcess (text)."""
     import subprocess
 
     e = dict(os.environ)
     e.update(env or {})
+    if input is not None:  # bytes on stdin (`neuroear analyze -`): binary pipes, decoded after
+        r = subprocess.run([sys.executable, "-m", "neuroear", *args], capture_output=True, timeout=timeout, env=e, cwd=str(ROOT), input=input)
+        return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace"))
     return subprocess.run([sys.executable, "-m", "neuroear", *args], capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
 
 

@@ -154,3 +154,82 @@ def test_evaluate_on_folder(tmp_path):
 def test_env_model_lookup(clip, tmp_path):
     r = run_cli("analyze", str(clip), env={"NEUROEAR_MODEL": str(tmp_path / "nothing.onnx")})
     assert r.returncode == 1 and "NEUROEAR_MODEL" in r.stderr
+
+
+@pytest.mark.parametrize("name, why", [("out.txt", "must end in"), ("no/such/folder/out.png", "does not exist")])
+def test_bad_plot_path_is_one_line_before_any_work(clip, tmp_path, name, why):
+    target = tmp_path / name
+    r = run_cli("analyze", str(clip), "--plot", str(target), "--format", "jsonl")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert [x for x in r.stderr.splitlines() if x.startswith("neuroear: error:")] == [x for x in r.stderr.splitlines() if why in x]
+    assert not target.parent.exists() or not target.exists()
+    assert not (tmp_path / "no").exists()  # no folder created behind the user's back
+
+
+def test_plot_that_cannot_be_written_keeps_the_rows(clip, tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    target = d / "out.png"
+    target.mkdir()  # a folder where the picture should go: found before the work
+    r = run_cli("analyze", str(clip), "--plot", str(target), "--format", "jsonl")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "is a folder" in r.stderr
+
+
+def test_plot_write_failure_is_a_neuroear_error_and_creates_nothing(tmp_path, detector):
+    from neuroear.analyze import analyze_file, plot
+    from neuroear.errors import NeuroEarError
+
+    f = tmp_path / "c.wav"
+    sf.write(f, tone(440, 2.0), SR)
+    rows = list(analyze_file(f, detector=detector))
+    with pytest.raises(NeuroEarError, match="cannot write the plot"):
+        plot(rows, detector.labels, tmp_path / "gone" / "x.png")
+    assert not (tmp_path / "gone").exists()
+
+
+# ---------------------------------------------------------------- options that agree (issue 16, item 7)
+
+
+def test_stdin_dash_is_read_for_piping(clip):
+    r = run_cli("analyze", "-", "--format", "jsonl", input=clip.read_bytes())
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 4 and all(row["source"] == "-" for row in rows)
+
+
+def test_file_named_with_a_dash_gets_a_hint(tmp_path):
+    f = tmp_path / "-take1.wav"
+    sf.write(f, tone(440, 1.0), SR)
+    r = subprocess.run([sys.executable, "-m", "neuroear", "analyze", "-take1.wav"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and "put -- before" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hop_and_channel_options_agree(clip):
+    r = run_cli("analyze", str(clip), "--hop", "0")
+    assert r.returncode == 1 and "--hop must be more than 0" in r.stderr and "files failed" not in r.stderr
+    r = run_cli("listen", "--channels", "0")
+    assert r.returncode == 1 and "--channels must be a positive" in r.stderr
+    for cmd in (["analyze", str(clip)], ["listen", "--input", str(clip)]):
+        r = run_cli(*cmd, "--threshold", "piano=2")
+        assert r.returncode == 1 and "value must be between 0 and 1" in r.stderr
+
+
+def test_evaluate_takes_threshold_like_the_others(tmp_path):
+    (tmp_path / "violin").mkdir()
+    sf.write(tmp_path / "violin" / "a.wav", tone(440, 2.0), SR)
+    r = run_cli("evaluate", str(tmp_path), "--json", "--threshold", "0.5", "--threshold", "violin=0.3")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("evaluate", str(tmp_path), "--threshold", "violin=2")
+    assert r.returncode == 1 and "between 0 and 1" in r.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_table_never_cuts_names_or_wraps(clip, columns):
+    r = run_cli("analyze", str(clip), "--format", "table", env={"COLUMNS": str(columns)})
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if x]
+    assert all(len(x) <= columns for x in lines), lines
+    assert "violi " not in r.stdout and "saxop" not in r.stdout.replace("saxophone", "")
+    if columns == 200:
+        assert "saxophone" in lines[1]  # every label by its full name

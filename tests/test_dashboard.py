@@ -154,3 +154,74 @@ def test_listen_dashboard_in_a_real_terminal_with_output_piped(tmp_path):
     assert "hops 7" in final and "end of input" in final, final
     rows = out.read_text().splitlines()
     assert len(rows) == 7 and all(r.startswith('{"source"') for r in rows)  # the pipe got every line
+
+
+# ---------------------------------------------------------------- a stage tool (issue 16, item 5)
+
+
+def test_active_rows_never_vanish_at_60x15():
+    views = tuple(
+        LabelView(name=lab, prob=0.9 if lab in ("violin", "voice") else 0.05, active=lab in ("violin", "voice"), threshold=0.5)
+        for lab in LABELS
+    )
+    txt = text_of_at(make_state(labels=views), 60, 15)
+    rows = txt.rstrip("\n").split("\n")
+    assert len(rows) <= 15 and max(len(r) for r in rows) <= 60
+    assert "violin" in txt and "voice" in txt  # below saxophone, active: shown
+    assert re.search(r"\+5 below: guitar organ", txt)  # the rest are named, not dropped silently
+
+
+def test_bar_is_the_smoothed_value_with_a_threshold_mark():
+    assert bar(0.25, 8, mark=0.5) == "██  │   "
+    assert bar(0.75, 8, mark=0.5) == "██████  "  # reached: the bar covers the mark
+
+
+def test_quiet_gate_is_shown():
+    txt = text_of_at(make_state(gated=True, gate_dbfs=-60.0, level_dbfs=-78.0), 60, 15)
+    assert "TOO QUIET" in txt
+
+
+def test_session_bars_follow_the_policy_not_the_raw_probabilities(tmp_path):
+    from types import SimpleNamespace
+
+    from neuroear.infer import Detector
+    from neuroear.live.policy import Policy, PolicyConfig
+    from neuroear.live.session import Session
+    from neuroear.live.sources import FileSource
+    from neuroear.live.streamer import Window
+
+    det = Detector()
+    f = tmp_path / "a.wav"
+    sf.write(f, (0.3 * np.sin(np.arange(32000) / 3)).astype(np.float32), 16000)
+    s = Session(detector=det, source=FileSource(f), policy=Policy(PolicyConfig.build(det.labels, det.thresholds, smooth=2)), hop=1.0)
+    w = Window(0, 0, 16000, (0.1 * np.ones(16000)).astype(np.float32), 0.0, 0.0)
+    n = len(det.labels)
+    s.on_hop(w, np.zeros(n, np.float32), None)
+    s.on_hop(w, np.ones(n, np.float32), None)
+    st = s.state(SimpleNamespace(stream_seconds=2.0, silent_for=0.0, source="a", rate=16000, channels=1, level_dbfs=-20.0,
+                                 clipping=False, recent=lambda k: (0.0, 0.0), hops=2, dropped=0, overflows=0), title="t")
+    assert all(abs(v.prob - 0.5) < 1e-6 for v in st.labels)  # the mean of 0 and 1, what "on" is decided from
+    assert all(v.threshold is not None for v in st.labels)
+
+
+def test_listen_reports_nothing_below_the_quiet_gate(tmp_path):
+    from conftest import run_cli
+
+    f = tmp_path / "hiss.wav"
+    x = (10 ** (-78 / 20) * np.sqrt(2) * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000)).astype(np.float32)
+    sf.write(f, x, 16000, subtype="FLOAT")
+    args = ["listen", "--input", str(f), "--jsonl", "--no-dashboard"] + sum((["--threshold", f"{lab}=0.001"] for lab in LABELS), [])
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert rows and all(row["active"] == [] for row in rows)
+    r = run_cli(*args, "--gate", "-120")
+    assert any(json.loads(x)["active"] for x in r.stdout.splitlines())  # the gate, not the model, kept them off
+
+
+def text_of_at(state: State, width: int, height: int) -> str:
+    con = Console(record=True, width=width, height=height, color_system=None, file=io.StringIO())
+    con.print(render(state, width=width, height=height))
+    return con.export_text()

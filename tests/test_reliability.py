@@ -54,6 +54,7 @@ def rows_of(stdout: str) -> list[dict]:
 
 def assert_clean(stderr: str) -> None:
     assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+    assert "nanobind" not in stderr and "leaked" not in stderr, stderr  # native objects alive at exit (issue 16.3)
 
 
 # ============================================================================ bad input files
@@ -91,7 +92,7 @@ def _write(path: Path, x: np.ndarray, sr: int, **kw) -> None:
 BAD_INPUTS = {
     "missing path": (lambda p: None, ("error", r"no such file or directory")),
     "empty file": (lambda p: p.write_bytes(b""), ("error", r"empty file \(0 bytes\)")),
-    "text named .wav": (lambda p: p.write_text("hello, I am not audio\n" * 40), ("error", r"cannot decode audio \(Format not recognised")),
+    "text named .wav": (lambda p: p.write_text("hello, I am not audio\n" * 40), ("error", r"cannot decode audio \(libsndfile: Format not recognised; FFmpeg: ")),
     "PNG named .wav": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4), ("error", r"cannot decode audio")),
     "WAV cut mid-header": (lambda p: p.write_bytes(_wav_bytes(2.0)[:30]), ("error", r"cannot decode audio")),
     "WAV cut mid-data": (lambda p: p.write_bytes(_wav_bytes(3.0)[: 44 + 2 * int(1.5 * SR)]), ("ok", 2, r"cut short: its header promises 1\.50 s more")),
@@ -294,7 +295,7 @@ def _analyze_maxrss(path: Path) -> tuple[subprocess.CompletedProcess, float]:
     return r, kb / 1024
 
 
-def test_one_hour_file_memory_flat_with_progress(hour_file, tmp_path):
+def test_one_hour_file_memory_flat(hour_file, tmp_path):
     short = tmp_path / "two minutes.wav"
     with sf.SoundFile(hour_file) as f:
         sf.write(short, f.read(120 * HOUR_RATE, dtype="float32"), HOUR_RATE, subtype="PCM_16")
@@ -306,8 +307,7 @@ def test_one_hour_file_memory_flat_with_progress(hour_file, tmp_path):
     assert len(rows) == 3600 and rows[-1]["end"] == 3600.0
     assert [row["start"] for row in rows[:3]] == [0.0, 1.0, 2.0]
     assert mb - mb_short < 40, f"peak RSS {mb:.0f} MB for one hour vs {mb_short:.0f} MB for two minutes"
-    progress = [line for line in r.stderr.splitlines() if re.search(r"of 60\.0 min \(\d+ %\)", line)]
-    assert progress and f"{hour_file}: done (60.0 min)" in r.stderr
+    assert "min (" not in r.stderr and "real time" not in r.stderr  # a pipe gets no progress (a terminal gets a bar)
 
 
 def test_ctrl_c_on_a_long_file_keeps_complete_lines(hour_file):

@@ -5,56 +5,66 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from neuroear import audio
-from neuroear.cli.common import PROG, add_model_options, error, out, say, silence_stdout, thresholds
+from neuroear.cli.common import PROG, add_model_options, error, figure_path, isatty, out, say, silence_stdout, thresholds
+from neuroear.cli.progress import Bar, WarningFolder
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
 
-PROGRESS_AFTER_SECONDS = 60.0  # s of audio: longer files get progress lines on stderr
-PROGRESS_EVERY_SECONDS = 5.0  # s of wall time between progress lines
+
+def _duration(path: Path) -> float:
+    """Seconds of audio in ``path`` from its header (0 when it cannot be read: the decoder says why later)."""
+    try:
+        return audio.info(path).duration
+    except NeuroEarError:
+        return 0.0
 
 
-class _Progress:
-    """Progress lines on stderr for files longer than a minute, at most every 5 s of wall time."""
+def _spool_stdin() -> Path:
+    """Copy stdin (``neuroear analyze -``: ``curl … | neuroear analyze -``) to a temporary file:
+    containers such as .m4a need seeking, which a pipe cannot do. Returns its path."""
+    import shutil
+    import tempfile
 
-    def __init__(self, src: str, path: Path) -> None:
-        self.src, self.clock, self.last = src, time.monotonic, float("-inf")  # the first row prints at once
-        try:
-            self.total = audio.info(path).duration
-        except NeuroEarError:
-            self.total = 0.0  # the decoder reports the problem itself
-
-    def update(self, t: float) -> None:
-        if self.total > PROGRESS_AFTER_SECONDS and self.clock() - self.last >= PROGRESS_EVERY_SECONDS:
-            self.last = self.clock()
-            say(f"{PROG}: {self.src}: {t / 60:.1f} of {self.total / 60:.1f} min ({100 * t / self.total:.0f} %)")
-
-    def done(self) -> None:
-        if self.total > PROGRESS_AFTER_SECONDS:
-            say(f"{PROG}: {self.src}: done ({self.total / 60:.1f} min)")
+    if isatty(sys.stdin):
+        raise NeuroEarError("'-' reads audio from stdin, but stdin is a terminal: pipe a file in (curl … | neuroear analyze -)")
+    fd, name = tempfile.mkstemp(prefix="neuroear-stdin-")
+    with open(fd, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, length=1 << 20)
+    return Path(name)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from neuroear.analyze import Writer, analyze_file, plot
     from neuroear.infer import Detector
 
+    plot_to = figure_path(args.plot, option="--plot") if args.plot else None  # before any work
     det = Detector(args.model, provider=args.provider, threads=args.threads)
+    det.framing.hop(args.hop)  # a bad --hop is one usage error, not one failure per file
     thr = thresholds(det, args.threshold)
     if args.engine == "ray" or args.out or args.address:
         from neuroear.archive.engine import run_args
 
         return run_args(args, thr, prog=PROG)
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
-    writer = Writer(fmt, det.labels)
-    say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
+    if not args.quiet:
+        say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
+    folder = WarningFolder()
+    warnings.showwarning = folder  # 1 000 short files: one warning, then one summary line
     failed = ok = 0
     plotted: list = []
-    files = list(audio.iter_files(args.paths))
+    stdin_copy = _spool_stdin() if "-" in args.paths else None
+    files = [stdin_copy if str(p) == "-" else p for p in audio.iter_files(args.paths)]
     reader_gone = False
+    bar = None
+    if files and not args.quiet and isatty(sys.stderr):
+        durations = [_duration(p) for p in files]
+        bar = Bar(files, durations).__enter__()
+    writer = Writer(fmt, det.labels, sys.stdout)  # after the bar: rows go above it when both share the terminal
 
     def emit(write, *a) -> None:
         # `| head` closed stdout: without --plot there is nothing left to do (main exits quietly);
@@ -70,31 +80,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             reader_gone = True
             silence_stdout()
 
-    for path in files:
-        src = str(path)
-        emit(writer.begin_source, src)
-        rows = []
+    try:
+        for i, path in enumerate(files):
+            src = "-" if path == stdin_copy else str(path)
+            emit(writer.begin_source, src)
+            rows = []
+            if bar is not None:
+                bar.start(path, durations[i])
+            try:
+                for r in analyze_file(path, args.hop, detector=det, thresholds=thr, source=src):
+                    emit(writer.write, r)
+                    if bar is not None:
+                        bar.update(r.end)
+                    if args.plot:
+                        rows.append(r)
+                ok += 1
+            except NeuroEarError as exc:
+                error(str(exc))
+                failed += 1
+            if bar is not None:
+                bar.done()
+            if args.plot and rows:
+                plotted.append(rows)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+        folder.summary()
+        if stdin_copy is not None:
+            stdin_copy.unlink(missing_ok=True)
+    for rows in plotted:
+        target = plot_to if len(plotted) == 1 else plot_to.with_name(f"{plot_to.stem}-{Path(rows[0].source).stem}{plot_to.suffix}")
         try:
-            progress = _Progress(src, path)
-            for r in analyze_file(path, args.hop, detector=det, thresholds=thr, source=src):
-                emit(writer.write, r)
-                progress.update(r.end)
-                if args.plot:
-                    rows.append(r)
-            progress.done()
-            ok += 1
-        except NeuroEarError as exc:
+            say(f"{PROG}: plot written to {plot(rows, det.labels, target)}")
+        except NeuroEarError as exc:  # the rows above stay complete
             error(str(exc))
             failed += 1
-        if args.plot and rows:
-            plotted.append(rows)
-    if args.plot:
-        if len(plotted) == 1:
-            say(f"{PROG}: plot written to {plot(plotted[0], det.labels, Path(args.plot))}")
-        for rows in plotted if len(plotted) > 1 else []:
-            target = Path(args.plot)
-            target = target.with_name(f"{target.stem}-{Path(rows[0].source).stem}{target.suffix or '.png'}")
-            say(f"{PROG}: plot written to {plot(rows, det.labels, target)}")
     if not files:
         raise NeuroEarError("no audio files given")
     if failed:
@@ -103,12 +123,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_thresholds(items: list[str] | None) -> tuple[float | None, list[str]]:
+    """evaluate's --threshold: VALUE (every label) or LABEL=VALUE (one label), repeatable."""
+    flat, per_label = None, []
+    for item in items or []:
+        if "=" in item:
+            per_label.append(item)
+            continue
+        try:
+            flat = float(item)
+        except ValueError:
+            raise NeuroEarError(f"--threshold {item!r}: expected a number for every label or LABEL=VALUE, e.g. 0.5 or violin=0.6") from None
+        if not (0.0 <= flat <= 1.0):
+            raise NeuroEarError(f"--threshold {item!r}: value must be between 0 and 1")
+    return flat, per_label
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from neuroear import evaluate as E
     from neuroear.infer import Detector
 
+    if args.confusion:
+        figure_path(args.confusion, option="--confusion")
     det = Detector(args.model, provider=args.provider, threads=args.threads)
-    thr = thresholds(det, args.threshold_label, flat=args.threshold, option="--threshold-label")
+    flat, items = _split_thresholds(args.threshold)
+    thr = thresholds(det, items + list(args.threshold_label or []), flat=flat)
     if args.snr is not None and not args.noise:
         raise NeuroEarError("--snr needs --noise white|pink|brown|babble")
     snr = args.snr if args.snr is not None else 10.0
@@ -125,12 +164,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``analyze`` and ``evaluate`` to an argparse subparsers object."""
     a = sub.add_parser("analyze", help="probabilities per one-second window of audio files")
-    a.add_argument("paths", nargs="+", help="audio files or folders (WAV, FLAC, OGG, MP3, ...)")
+    a.add_argument("paths", nargs="+", help="audio files or folders (WAV, FLAC, OGG, MP3, M4A, AAC, MP4, ...); - reads stdin")
     add_model_options(a)
     a.add_argument("--hop", type=float, default=HOP_SECONDS, help="seconds between window starts (default 1)")
     a.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table on a terminal, else jsonl")
     a.add_argument("--plot", metavar="FILE.png", help="draw probability over time")
     a.add_argument("--threshold", action="append", metavar="LABEL=VALUE", help="override a label's threshold")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no model line on stderr (errors and warnings still show)")
     g = a.add_argument_group("archives (--engine ray, needs the 'archive' extra)")
     g.add_argument("--engine", choices=["local", "ray"], default="local", help="local: rows on stdout (default); ray: Parquet under --out, resumable")
     g.add_argument("--out", metavar="DIR", help="output folder of --engine ray (windows/, summary.parquet, errors.parquet)")
@@ -145,8 +185,9 @@ def register(sub: Any) -> None:
     add_model_options(e)
     e.add_argument("--hop", type=float, default=HOP_SECONDS, help="seconds between window starts (default 1)")
     e.add_argument("--json", action="store_true", help="machine-readable output")
-    e.add_argument("--threshold", type=float, help="one threshold for all labels (default: the model's calibrated ones)")
-    e.add_argument("--threshold-label", action="append", metavar="LABEL=VALUE", help="override one label's threshold")
+    e.add_argument("--threshold", action="append", metavar="VALUE|LABEL=VALUE",
+                   help="one threshold for all labels, or LABEL=VALUE for one (repeatable; default: the model's calibrated ones)")
+    e.add_argument("--threshold-label", action="append", metavar="LABEL=VALUE", help=argparse.SUPPRESS)  # the old name
     e.add_argument("--noise", choices=["white", "pink", "brown", "babble"], help="add noise to every window (babble: other clips of the set)")
     e.add_argument("--snr", type=float, help="signal-to-noise ratio in dB for --noise (default 10)")
     e.add_argument("--seed", type=int, default=0, help="seed of the added noise")

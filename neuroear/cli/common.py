@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from neuroear.errors import NeuroEarError
 
 PROG = "neuroear"
 
@@ -59,6 +62,25 @@ def add_model_options(p: argparse.ArgumentParser, *, threads: int = 0, threads_h
     p.add_argument("--model", metavar="PATH", help="model file (.onnx; default: $NEUROEAR_MODEL, then the shipped model)")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="ONNX Runtime execution provider (default auto)")
     p.add_argument("--threads", type=int, default=threads, metavar="N", help=threads_help)
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what --plot / --confusion can write
+
+
+def figure_path(raw: str, *, option: str) -> Path:
+    """Check a figure's path before any work is done: a known image suffix and an existing,
+    writable folder (nothing is created). Returns it as a Path; raises NeuroEarError."""
+    p = Path(raw)
+    if p.suffix.lower() not in FIGURE_SUFFIXES:
+        raise NeuroEarError(f"{option} {raw}: the name must end in {', '.join(FIGURE_SUFFIXES)} (e.g. {p.stem or 'plot'}.png)")
+    folder = p.parent
+    if not folder.is_dir():
+        raise NeuroEarError(f"{option} {raw}: folder {folder} does not exist (create it first)")
+    if not os.access(folder, os.W_OK):
+        raise NeuroEarError(f"{option} {raw}: folder {folder} is not writable")
+    if p.is_dir():
+        raise NeuroEarError(f"{option} {raw}: is a folder; give a file name such as {p / 'plot.png'}")
+    return p
 
 
 def thresholds(det: Any, items: Sequence[str] | None, *, flat: float | None = None, option: str = "--threshold") -> np.ndarray:

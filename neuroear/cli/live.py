@@ -17,7 +17,7 @@ from typing import Any
 
 from neuroear.cli.common import PROG, add_model_options, isatty, out, say, silence_stdout
 from neuroear.errors import NeuroEarError
-from neuroear.live.session import DEFAULT_THREADS, HOP_MAX_SECONDS, HOP_MIN_SECONDS
+from neuroear.live.session import DEFAULT_THREADS, HOP_MAX_SECONDS, HOP_MIN_SECONDS, QUIET_GATE_DBFS
 
 REFRESH_SECONDS = 0.15  # s between dashboard redraws (~7 Hz: smooth, and cheap)
 NOTICE_SECONDS = 10.0  # s a device notice stays on the dashboard
@@ -46,6 +46,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threshold", action="append", default=[], metavar="LABEL=VALUE", help="override one label's threshold (repeatable)")
     p.add_argument("--hysteresis", type=float, default=0.0, metavar="P", help="turn a label off only below threshold - P (default 0; 0.1 steadies live use)")
     p.add_argument("--smooth", type=int, default=1, metavar="N", help="average probabilities over N hops before deciding (default 1 = none)")
+    p.add_argument("--gate", type=float, default=QUIET_GATE_DBFS, metavar="DBFS",
+                   help=f"windows quieter than DBFS report nothing sounding (default {QUIET_GATE_DBFS:g}; -120 = off)")
     p.add_argument("--events", action="store_true", help="print only onset/offset events instead of a line per hop")
     p.add_argument("--jsonl", action="store_true", help="write JSON lines to stdout even when it is a terminal showing the dashboard")
     p.add_argument("--no-dashboard", action="store_true", help="no dashboard (it is also off when stderr is not a terminal)")
@@ -103,6 +105,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise NeuroEarError(f"--threads must be 0 (all cores) or more, got {args.threads}")
     if (args.input or args.demo) and (args.rate or args.channels or args.reconnect is not None):
         raise NeuroEarError("--rate, --channels and --reconnect apply to devices; a file is read at its own rate and channels")
+    if not (-120.0 <= args.gate <= 0.0):
+        raise NeuroEarError(f"--gate must be between -120 and 0 dBFS, got {args.gate:g}")
+    if args.channels is not None and args.channels <= 0:
+        raise NeuroEarError(f"--channels must be a positive number of channels, got {args.channels}")
+    if args.rate is not None and args.rate <= 0:
+        raise NeuroEarError(f"--rate must be a positive rate in Hz, got {args.rate}")
     if args.reconnect is not None and not (args.reconnect >= 0):
         raise NeuroEarError(f"--reconnect must be 0 or more seconds, got {args.reconnect:g}")
 
@@ -122,7 +130,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     dashboard_on = not args.no_dashboard and isatty(sys.stderr)
     json_on = args.jsonl or not isatty(sys.stdout) or not dashboard_on
     session = Session(detector=detector, source=source, policy=policy, sink=JsonlSink(sys.stdout) if json_on else None,
-                      events=args.events, hop=args.hop)
+                      events=args.events, hop=args.hop, gate_dbfs=None if args.gate <= -120 else args.gate)
     is_device = session.is_device
     stop = threading.Event()
     interrupts = 0
@@ -165,7 +173,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
                 nonlocal drawing
                 if drawing:
                     try:
-                        view.update(render(session.state(st, title=title), width=console.width), refresh=True)
+                        height = console.height - PinnedView.MIN_SCROLL_ROWS  # the rows pinned above piped output
+                        view.update(render(session.state(st, title=title), width=console.width, height=height), refresh=True)
                     except (OSError, ValueError):
                         drawing = False
 

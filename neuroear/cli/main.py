@@ -8,6 +8,7 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -21,8 +22,21 @@ EXTRA_OF = {"torch": "train", "nnAudio": "train", "onnx": "train", "onnxruntime"
             "fastapi": "web", "starlette": "web", "uvicorn": "web", "python_multipart": "web"}  # module → the extra that installs it
 
 
+_ARGV: list[str] = []  # the arguments being parsed, for Parser.error's hint
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one hint: a file whose name starts with '-' needs ``--`` before it."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse API
+        dashed = [a for a in _ARGV if a.startswith("-") and a != "-" and not a.startswith("--") and os.path.exists(a)]
+        if dashed:
+            message += f"; {dashed[0]!r} is a file: put -- before file names that start with '-' ({PROG} analyze -- {dashed[0]})"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Which instruments are sounding, second by second.")
+    p = Parser(prog=PROG, description="Which instruments are sounding, second by second.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -34,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit status (0 ok, 1 failed, 2 usage, 130 interrupted)."""
     warnings.showwarning = show_warning
+    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -33,6 +33,7 @@ class LabelView:
     active: bool = False
     on_for: float | None = None  # s since onset (stream time) while active
     history: tuple[float, ...] = ()  # probabilities of the last minute, oldest first, one per hop
+    threshold: float | None = None  # the probability at which it turns on (a mark on the bar)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class State:
     elapsed: float = 0.0  # s of stream time
     hop: float = 1.0  # s
     message: str = ""  # a warning line (e.g. no audio from the device)
+    gated: bool = False  # input below the quiet gate: nothing is reported as sounding
+    gate_dbfs: float | None = None
     title: str = "listening"
 
 
@@ -79,15 +82,20 @@ def _since(seconds: float | None) -> str:
     return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
 
 
-def bar(p: float, width: int) -> str:
-    """A horizontal bar of ``width`` cells for p in [0, 1], in eighths of a cell."""
+def bar(p: float, width: int, *, mark: float | None = None) -> str:
+    """A horizontal bar of ``width`` cells for p in [0, 1], in eighths of a cell; ``mark`` (a
+    threshold in [0, 1]) puts a "│" in its cell where the bar has not reached it."""
     if width <= 0:
         return ""
     p = min(1.0, max(0.0, float(p) if math.isfinite(p) else 0.0))
     eighths = int(round(p * width * 8))
     full, part = divmod(eighths, 8)
-    s = "█" * full + (BAR_EIGHTHS[part] if part and full < width else "")
-    return s.ljust(width)
+    s = ("█" * full + (BAR_EIGHTHS[part] if part and full < width else "")).ljust(width)
+    if mark is not None and math.isfinite(mark):
+        j = min(width - 1, max(0, int(mark * width)))
+        if j >= full:
+            s = s[:j] + "│" + s[j + 1:]
+    return s
 
 
 def sparkline(history: Sequence[float], width: int, *, points: int) -> str:
@@ -120,8 +128,22 @@ def _layout(inner: int) -> tuple[int, int, int]:
     return bar_w, spark, since
 
 
-def render(state: State, *, width: int = 80) -> RenderableType:
-    """The dashboard for ``state`` in a terminal ``width`` columns wide (fits 80×24; narrower drops columns)."""
+def _rows_that_fit(labels: Sequence[LabelView], room: int) -> tuple[list[LabelView], list[LabelView]]:
+    """(rows shown in label order, rows left out) when only ``room`` rows fit: the active ones
+    first, then the most probable; the rest are named on one line."""
+    if len(labels) <= room:
+        return list(labels), []
+    keep_n = max(0, room - 1)  # one row names the rest
+    rank = sorted(range(len(labels)), key=lambda i: (not labels[i].active, -(labels[i].prob if math.isfinite(labels[i].prob) else 0.0), i))
+    keep = sorted(rank[:keep_n])
+    shown = [labels[i] for i in keep]
+    return shown, [lab for i, lab in enumerate(labels) if i not in keep]
+
+
+def render(state: State, *, width: int = 80, height: int | None = None) -> RenderableType:
+    """The dashboard for ``state`` in a terminal ``width`` columns wide and ``height`` rows high
+    (fits 80×24; narrower drops columns; lower shows the active and most probable instruments and
+    names the rest on one line, so an active one never vanishes)."""
     inner = max(10, width - 4)
     bar_w, spark_w, since_w = _layout(inner)
     points = max(1, int(round(HISTORY_SECONDS / max(state.hop, 1e-3))))
@@ -162,17 +184,22 @@ def render(state: State, *, width: int = 80) -> RenderableType:
         head.append((" " + "on for".rjust(since_w - 1), "dim"))
     lines.append(line(*head))
 
-    for lab in state.labels:
+    fixed = 2 + 6  # panel borders; input, level, header, latency, counters, message
+    room = len(state.labels) if height is None else max(1, height - fixed)
+    shown, rest = _rows_that_fit(state.labels, room)
+    for lab in shown:
         on = lab.active
         parts: list[tuple[str, str] | str] = [(lab.name[:NAME_WIDTH].ljust(NAME_WIDTH), "bold black on green" if on else ""), " "]
         if bar_w:
-            parts += [(bar(lab.prob, bar_w), "green" if on else "blue"), " "]
+            parts += [(bar(lab.prob, bar_w, mark=lab.threshold), "green" if on else "blue"), " "]
         parts.append((f"{lab.prob:4.2f}" if math.isfinite(lab.prob) else "  – ", "bold green" if on else ""))
         if spark_w:
             parts += ["  ", (sparkline(lab.history, spark_w, points=points), "green" if on else "cyan")]
         if since_w:
             parts.append((" " + (_since(lab.on_for) if on else "").rjust(since_w - 1), "green"))
         lines.append(line(*parts))
+    if rest:
+        lines.append(line((f"+{len(rest)} below: ", "dim"), (" ".join(lab.name for lab in rest), "dim")))
 
     lat = [f"{k} {_ms(state.latency[k][0])}/{_ms(state.latency[k][1])}" for k in STAGES if k in state.latency]
     lines.append(line(("latency p50/p95 ms ", "dim"), "  ".join(lat)))
@@ -185,7 +212,10 @@ def render(state: State, *, width: int = 80) -> RenderableType:
             ("  hop ", "dim"), f"{state.hop:g} s",
         )
     )
-    lines.append(line((state.message, "bold yellow")))  # always there (maybe blank): constant height
+    message = state.message
+    if not message and state.gated and state.gate_dbfs is not None:
+        message = f"TOO QUIET: input under {state.gate_dbfs:g} dBFS, nothing reported (--gate)"
+    lines.append(line((message, "bold yellow")))  # always there (maybe blank): constant height
     model = f"model {state.model} · {state.provider}" if state.provider else f"model {state.model}"
     return Panel(
         Group(*lines), title=f"Neuro-Ear · {state.title}", title_align="left",

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from neuroear.audio import dbfs
 from neuroear.background import background
 from neuroear.errors import NeuroEarError
 from neuroear.infer import Detector, parse_thresholds
@@ -28,6 +29,7 @@ from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, FileSource, Source, demo
 from neuroear.live.streamer import Window
 
 HOP_MIN_SECONDS, HOP_MAX_SECONDS = 0.25, 1.0
+QUIET_GATE_DBFS = -60.0  # dBFS: a window quieter than this is noise floor, reported as nothing sounding
 DEFAULT_THREADS = 1  # ORT threads for live use: one window per hop needs no thread pool
 DETECTIONS_AHEAD = 256  # detections ``listen()`` holds for a caller that is slower than the hops
 
@@ -115,6 +117,7 @@ class Session:
         events: bool = False,
         hop: float = 1.0,
         on_detection: Callable[[Detection], None] | None = None,
+        gate_dbfs: float | None = QUIET_GATE_DBFS,
     ) -> None:
         from neuroear.live.dashboard import HISTORY_SECONDS
 
@@ -134,6 +137,9 @@ class Session:
         n = max(1, int(round(HISTORY_SECONDS / hop)))
         self.history = {lab: deque(maxlen=n) for lab in self.labels}
         self.probs = np.full(len(self.labels), np.nan, dtype=np.float32)
+        self.smoothed = self.probs.copy()  # what the policy decided on (the dashboard's bars)
+        self.gate_dbfs = gate_dbfs
+        self.gated = False  # the last window was below the quiet gate
         self.active: tuple[str, ...] = ()
         self.detections = {lab: 0 for lab in self.labels}
         self.onsets = {lab: 0 for lab in self.labels}
@@ -166,10 +172,13 @@ class Session:
 
     def on_hop(self, window: Window, probs: np.ndarray, stats: loop.Stats) -> bool:
         start, end = self.framing.seconds(window.start), self.framing.seconds(window.end)
-        decision = self.policy.update(probs, start=start, end=end)
         self.probs = np.asarray(probs, dtype=np.float32)
+        # below the gate the input is noise floor: decide on zeros (the row keeps the model's probabilities)
+        self.gated = self.gate_dbfs is not None and float(dbfs(window.samples)) < self.gate_dbfs
+        decision = self.policy.update(np.zeros_like(self.probs) if self.gated else self.probs, start=start, end=end)
+        self.smoothed = np.asarray(decision.smoothed, dtype=np.float32)
         self.active = decision.active
-        for lab, p in zip(self.labels, self.probs):
+        for lab, p in zip(self.labels, self.smoothed):
             self.history[lab].append(float(p))
         for lab in decision.active:
             self.detections[lab] += 1
@@ -207,8 +216,9 @@ class Session:
                 active=lab in self.active,
                 on_for=(now - onsets[lab]) if lab in onsets else None,
                 history=tuple(self.history[lab]),
+                threshold=float(t),
             )
-            for lab, p in zip(self.labels, self.probs)
+            for lab, p, t in zip(self.labels, self.smoothed, self.policy.config.on)
         )
         message = self.message if time.monotonic() < self.message_until else ""
         if self.is_device and not message and self.device_missing():
@@ -220,6 +230,7 @@ class Session:
             provider=self.provider, level_dbfs=stats.level_dbfs, clipping=stats.clipping,
             latency={k: stats.recent(k) for k in STAGES}, hops=stats.hops, dropped=stats.dropped,
             overflows=stats.overflows, elapsed=now, hop=self.hop, message=message, title=title,
+            gated=self.gated, gate_dbfs=self.gate_dbfs,
         )
 
 
