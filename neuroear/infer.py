@@ -18,7 +18,7 @@ from neuroear.errors import NeuroEarError
 from neuroear.framing import Framing
 from neuroear.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
 
-DEFAULT_MODEL_NAME = "neuroear-v3.onnx"
+DEFAULT_MODEL_NAME = "neuroear-v4.onnx"
 MODEL_ENV = "NEUROEAR_MODEL"
 DEFAULT_BATCH = 64  # windows per ORT call in file analysis
 FIX_HINT = "use a model file made by `neuroear export` (--model PATH or $NEUROEAR_MODEL), or drop both to use the shipped one"

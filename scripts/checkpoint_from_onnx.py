@@ -9,7 +9,7 @@ mean μ and running variance σ². Training-mode BN then normalises by batch sta
 lands on the folded output, so fine-tuning starts from the shipped model rather than from
 a net whose every layer was rescaled.
 
-    python scripts/checkpoint_from_onnx.py models/neuroear-v3.onnx runs/v3/checkpoint.pt \
+    python scripts/checkpoint_from_onnx.py models/previous/neuroear-v3.onnx runs/v3/checkpoint.pt \
         --windows ../shared/data/real-train
 
 Checks itself: max |Δp| between the rebuilt torch model and ONNX Runtime on the windows.

@@ -1,6 +1,6 @@
 """Measure a model file on labelled sets and write the metrics JSON embedded in its card.
 
-    python scripts/model_metrics.py models/neuroear-v3.onnx \
+    python scripts/model_metrics.py models/neuroear-v4.onnx \
         synthetic-heldout-timgm=runs/render-test-timgm/manifest.jsonl \
         real-dev=../shared/data/real-dev --out runs/v1/metrics.json
 
@@ -20,6 +20,7 @@ from neuroear.infer import Detector
 DESCRIPTIONS = {
     "real-dev": "Medley-solos-DB clips in ../shared/data/real-dev (97 × 3 s, 8 classes; CC BY 4.0, Lostanlen & Cella 2016); never trained or tuned on",
     "synthetic-heldout-timgm": "renders of held-out seeds on the TimGM6mb + csound SoundFont family, which training never heard",
+    "real-val": "real-train files of training's validation split (scripts/real_val_manifest.py): never trained on, but thresholds were calibrated on windows of them, and notes from the same libraries are not independent data",
 }
 
 
