@@ -194,10 +194,17 @@ def plot(results: list[WindowResult], labels: tuple[str, ...], out: Path, *, tit
     ax.set_title(title or results[0].source, fontsize=9)
     fig.colorbar(mesh, ax=ax, label="probability", fraction=0.03, pad=0.01)
     fig.tight_layout()
+    return save_figure(fig, out, what="plot")
+
+
+def save_figure(fig, out: Path, *, what: str) -> Path:  # noqa: ANN001 (matplotlib Figure)
+    """Write ``fig`` to ``out`` and close it; a failure is one NeuroEarError line naming ``what``."""
+    import matplotlib.pyplot as plt
+
     try:
         fig.savefig(out)
     except (OSError, ValueError) as exc:  # a missing folder, a full disk, an unknown suffix
-        raise NeuroEarError(f"{out}: cannot write the plot ({str(exc).splitlines()[0]})") from None
+        raise NeuroEarError(f"{out}: cannot write the {what} ({str(exc).splitlines()[0]})") from None
     finally:
         plt.close(fig)
     return out

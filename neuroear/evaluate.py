@@ -258,13 +258,9 @@ def plot_confusion(cm: np.ndarray, labels, out, *, title: str = ""):
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true label's windows")
     fig.tight_layout()
-    try:
-        fig.savefig(out)
-    except (OSError, ValueError) as exc:  # a missing folder, a full disk, an unknown suffix
-        raise NeuroEarError(f"{out}: cannot write the confusion matrix ({str(exc).splitlines()[0]})") from None
-    finally:
-        plt.close(fig)
-    return out
+    from neuroear.analyze import save_figure
+
+    return save_figure(fig, out, what="confusion matrix")
 
 
 def evaluate_set(

@@ -14,7 +14,6 @@ shared file system).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -24,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from neuroear.archive.store import Input, Store, list_inputs
 from neuroear.archive.summary import instruments
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
+from neuroear.stderr import muted as muted_stderr
 
 TASK_RETRIES = 2  # a file is retried this often after its worker died (Ray's default is forever)
 PROGRESS_SECONDS = 2.0  # s of wall time between progress lines on stderr
@@ -162,21 +162,6 @@ def _import_ray():
     return ray
 
 
-@contextlib.contextmanager
-def _stderr_muted() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the duration (C++ code writes there directly)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _quiet_ray_data(ray) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line says it in files and hours
@@ -259,7 +244,7 @@ def _execute(todo: list[Input], rep: Report, store: Store, det, thr: np.ndarray,
         # arguments) are not for users; failures reach us as exceptions. Set it to see them.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         try:
-            with _stderr_muted():  # the core announces that level on stderr as it starts
+            with muted_stderr():  # the core announces that level on stderr as it starts
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
         except ConnectionError as exc:
             raise NeuroEarError(f"--address {address}: cannot reach a Ray cluster ({_one_line(exc)})") from None

@@ -8,16 +8,15 @@ rest of the package works without the 'live' extra.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from neuroear.errors import NeuroEarError
+from neuroear.stderr import muted as _quiet_stderr  # PortAudio probes ALSA/JACK on fd 2
 from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, Block
 
 QUEUE_SECONDS = 10.0  # s of device audio held between callback and consumer before blocks are lost
@@ -38,24 +37,6 @@ class DeviceInfo:
     channels: int  # max input channels
     rate: int  # default sample rate, Hz
     default: bool
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence C-level stderr (ALSA/JACK probing chatter from PortAudio) for the block."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _pyaudio():
