@@ -7,7 +7,6 @@ checkout they sit in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -99,14 +98,6 @@ def _git(*args: str) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def portable(text: str) -> str:
     """``text`` with this checkout's and this interpreter's absolute paths made relative,
     so result files say nothing about the machine's directory layout."""
@@ -173,13 +164,14 @@ def machine_info() -> dict:
 def model_info(path: Path) -> dict:
     """Size, hash and card summary of the model file measured."""
     from neuroear.infer import Detector
+    from neuroear.metadata import file_sha256
 
     det = Detector(path, provider="cpu")
     return {
         "path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         "name": det.name,
         "bytes": path.stat().st_size,
-        "sha256": sha256(path),
+        "sha256": file_sha256(path),
         "labels": len(det.labels),
         "cqt": det.card.cqt,
         "training_note": (det.card.training or {}).get("note"),

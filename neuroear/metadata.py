@@ -6,7 +6,9 @@ No torch and no onnx import here: the runtime reads the card through ONNX Runtim
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,3 +95,12 @@ class ModelCard:
             raise NeuroEarError(f"{source}: thresholds name unknown labels {unknown}; re-export the model")
         d["thresholds"] = {lab: thr.get(lab, 0.5) for lab in d["labels"]}
         return cls(**d)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (a model file's identity in results and archives), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -14,7 +14,6 @@ shared file system).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -33,6 +32,7 @@ from neuroear.archive.store import Input, Store, list_inputs
 from neuroear.archive.summary import instruments
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
+from neuroear.metadata import file_sha256
 from neuroear.stderr import muted as muted_stderr
 
 TASK_RETRIES = 2  # a file is retried this often after its worker died (Ray's default is forever)
@@ -145,14 +145,6 @@ class Report:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _import_ray():
     try:
         import ray
@@ -210,7 +202,7 @@ def run(
     store.check_config(
         {
             "model": det.name,
-            "model_sha256": _sha256(det.path),
+            "model_sha256": file_sha256(det.path),
             "labels": list(det.labels),
             "hop_seconds": float(hop_seconds),
             "thresholds": {lab: round(float(t), 6) for lab, t in zip(det.labels, thr)},
