@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--device", metavar="INDEX|NAME", help="input device: index or part of its name (see `neuroear devices`)")
+    src.add_argument("--device", metavar="INDEX|NAME", help="input device: index or part of its name, or a PulseAudio/PipeWire source name (see `neuroear devices`)")
     src.add_argument("--input", metavar="FILE", help="read this audio file through the same live loop instead of a device")
     src.add_argument("--demo", action="store_true", help="stream the bundled example clip in real time with the dashboard")
     p.add_argument("--realtime", action="store_true", help="with --input: pace the file like a device (default: as fast as possible)")
@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reconnect", type=float, default=None, metavar="SECONDS", help="if the device goes away, keep trying to reopen it for SECONDS (default 60; 0 = stop at once)")
     p.set_defaults(func=cmd_listen)
 
-    d = subparsers.add_parser("devices", help="list audio input devices", description="List the audio input devices PortAudio sees; * marks the default.")
+    d = subparsers.add_parser("devices", help="list audio input devices", description="List the audio input devices PortAudio sees, then the PulseAudio/PipeWire sources (when pactl reaches a sound server); * marks the defaults.")
     d.set_defaults(func=cmd_devices)
 
 
@@ -68,6 +68,7 @@ def register(subparsers: Any) -> None:
 def cmd_devices(args: argparse.Namespace) -> int:
     """Print the input devices as a table on stdout; error if there are none."""
     from neuroear.live.device import NO_DEVICE_HELP, list_devices
+    from neuroear.live.pulse import list_sources
 
     devices = list_devices()
     if not devices:
@@ -79,6 +80,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
         mark = "*" if dev.default else " "
         rows.append(f"{mark} {dev.index:>5}  {dev.name[:name_w]:<{name_w}}  {dev.host_api:<{api_w}}  {dev.channels:>8}  {dev.rate:>7}")
     rows.append("* default input; pick another with `neuroear listen --device INDEX|NAME`")
+    sources = list_sources()
+    if sources:
+        src_w = max(4, min(48, max(len(p.name) for p in sources)))
+        rows += ["", "PulseAudio/PipeWire sources (recorded through ALSA's pulse device):",
+                 f"  {'name':<{src_w}}  {'channels':>8}  {'rate Hz':>7}  description"]
+        for p in sources:
+            rows.append(f"{'*' if p.default else ' '} {p.name:<{src_w}}  {p.channels:>8}  {p.rate:>7}  {p.description}")
+        rows.append("* the server's default source; pick another with `neuroear listen --device NAME` (or pulse:NAME)")
     try:
         out("\n".join(rows))
     except BrokenPipeError:

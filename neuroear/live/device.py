@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from neuroear.errors import NeuroEarError
+from neuroear.live import pulse
 from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, Block
 
 QUEUE_SECONDS = 10.0  # s of device audio held between callback and consumer before blocks are lost
@@ -142,6 +143,50 @@ def pick_device(devices: list[DeviceInfo], spec: str | int | None) -> DeviceInfo
     raise NeuroEarError(f"--device {s!r} matches several devices ({'; '.join(f'{d.index}: {d.name}' for d in matches)}); use the index")
 
 
+def _carrier(devices: list[DeviceInfo]) -> DeviceInfo | None:
+    """PortAudio's way into the sound server: ALSA's ``pulse`` device, else ``default``."""
+    for name in ("pulse", "default"):
+        for d in devices:
+            if d.name == name:
+                return d
+    return None
+
+
+def resolve_device(devices: list[DeviceInfo], spec: str | int | None) -> tuple[DeviceInfo, str | None]:
+    """Resolve ``--device`` to (PortAudio device, PulseAudio/PipeWire source name or None).
+
+    PortAudio's own devices come first (index, exact name, name part). A spec no PortAudio device
+    matches, or one written ``pulse:NAME``, is looked up among the sound server's sources (exact
+    name, else part of name or description); it is recorded through ALSA's ``pulse`` device with
+    ``PULSE_SOURCE`` set (see ``live.pulse``). The returned info then carries the source's name,
+    channels and rate.
+    """
+    s = "" if spec is None else str(spec).strip()
+    explicit = s.lower().startswith(pulse.PREFIX)
+    if not explicit:
+        try:
+            return pick_device(devices, spec), None
+        except NeuroEarError as exc:
+            if s == "" or s.lstrip("-").isdigit() or "no input device name contains" not in str(exc):
+                raise
+    sources = pulse.list_sources()
+    found = pulse.find_source(sources, s)
+    if isinstance(found, list):
+        raise NeuroEarError(f"--device {s!r} matches several PulseAudio/PipeWire sources ({'; '.join(p.name for p in found)}); give the full name")
+    if found is None:
+        where = ("the sound server lists: " + "; ".join(p.name for p in sources)) if sources else "no PulseAudio/PipeWire sources reachable (pactl)"
+        raise NeuroEarError(f"--device {s!r}: no input device or PulseAudio/PipeWire source name contains that ({where}); `neuroear devices` lists them")
+    carrier = _carrier(devices)
+    if carrier is None:
+        raise NeuroEarError(
+            f"--device {s!r} is a PulseAudio/PipeWire source, but PortAudio has no 'pulse' or 'default' ALSA device to "
+            "record it through (install the ALSA pulse plugin, e.g. apt-get install libasound2-plugins)"
+        )
+    info = DeviceInfo(carrier.index, found.name, f"{carrier.host_api} → pulse", found.channels or carrier.channels,
+                      found.rate or carrier.rate, found.default)
+    return info, found.name
+
+
 class DeviceSource:
     """Capture from a PortAudio input device with PyAudio in callback mode.
 
@@ -174,7 +219,7 @@ class DeviceSource:
         try:
             with _quiet_stderr():
                 devices = _device_list(self._pa)
-            self.info = pick_device(devices, device)
+            self.info, self.pulse_source = resolve_device(devices, device)
         except BaseException:
             self._pa.terminate()
             raise
@@ -225,7 +270,7 @@ class DeviceSource:
 
     def _open(self, rate: int):
         pyaudio = _pyaudio()
-        with _quiet_stderr():
+        with _quiet_stderr(), pulse.selected(self.pulse_source):
             return self._pa.open(
                 format=pyaudio.paFloat32,
                 channels=self.channels,
@@ -347,7 +392,7 @@ class DeviceSource:
             info = None
             for spec in (self.info.name, self._spec):
                 with contextlib.suppress(NeuroEarError):
-                    info = pick_device(devices, spec)
+                    info, _ = resolve_device(devices, spec)
                     break
             if info is None or info.channels < self.channels:
                 raise NeuroEarError("device not back yet")
