@@ -356,3 +356,23 @@ def test_unknown_device_names_the_pulse_sources(feeder):
     rc, err = p.finish()
     assert rc != 0 and len(err.strip().splitlines()) == 1, err
     assert "no-such-mic" in err and "neuroear_mic_sink.monitor" in err, err
+
+
+@pytest.mark.audio
+def test_record_from_the_device(feeder, tmp_path):
+    """--record keeps the device's input as received: its rate and channels, as long as the lines say."""
+    from test_live import signal_at
+
+    take = tmp_path / "take.flac"
+    p = Listen("--no-dashboard", "--duration", "3", "--hop", "0.5", "--device", "neuroear_mic", "--record", str(take))
+    feeder.play(np.tile(signal_at(feeder.rate, 1.0), 4))
+    rc, err = p.finish()
+    assert rc == 0, err
+    check_rows(p.rows, hop=0.5, n=5)
+    import soundfile as sf
+
+    y, rate = sf.read(take, dtype="float32", always_2d=True)
+    assert rate == feeder.rate and y.shape[1] == 1  # the virtual mic is mono at its own rate
+    assert 3.0 <= y.shape[0] / rate < 3.5, y.shape  # blocks overshoot the 3 s by at most a few
+    assert np.abs(y).max() > 0.1  # the feeder's signal, not silence
+    assert f"recorded  {take}" in err

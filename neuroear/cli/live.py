@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--smooth", type=int, default=1, metavar="N", help="average probabilities over N hops before deciding (default 1 = none)")
     p.add_argument("--gate", type=float, default=QUIET_GATE_DBFS, metavar="DBFS",
                    help=f"windows quieter than DBFS report nothing sounding (default {QUIET_GATE_DBFS:g}; -120 = off)")
+    p.add_argument("--record", metavar="FILE", help="keep the session's input as received (.flac, .wav or .ogg) beside its JSON lines")
     p.add_argument("--events", action="store_true", help="print only onset/offset events instead of a line per hop")
     p.add_argument("--jsonl", action="store_true", help="write JSON lines to stdout even when it is a terminal showing the dashboard")
     p.add_argument("--no-dashboard", action="store_true", help="no dashboard (it is also off when stderr is not a terminal)")
@@ -122,6 +123,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise NeuroEarError(f"--rate must be a positive rate in Hz, got {args.rate}")
     if args.reconnect is not None and not (args.reconnect >= 0):
         raise NeuroEarError(f"--reconnect must be 0 or more seconds, got {args.reconnect:g}")
+    if args.record is not None:
+        from neuroear.live.record import check_record_path
+
+        check_record_path(args.record)
+        if args.input and os.path.realpath(args.input) == os.path.realpath(args.record):
+            raise NeuroEarError(f"--record {args.record!r} is the --input file; give another name")
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -139,7 +146,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     dashboard_on = not args.no_dashboard and isatty(sys.stderr)
     json_on = args.jsonl or not isatty(sys.stdout) or not dashboard_on
     session = Session(detector=detector, source=source, policy=policy, sink=JsonlSink(sys.stdout) if json_on else None,
-                      events=args.events, hop=args.hop, gate_dbfs=None if args.gate <= -120 else args.gate)
+                      events=args.events, hop=args.hop, gate_dbfs=None if args.gate <= -120 else args.gate,
+                      record=args.record)
     is_device = session.is_device
     stop = threading.Event()
     interrupts = 0
@@ -157,9 +165,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     warned_silence = False
     stats = None
 
-    def notices(dashboard: bool) -> None:
-        """Messages from the device (rate fallback, lost, back): a stderr line, or the dashboard's notice row."""
-        for text in _drain(source):
+    def notices(dashboard: bool, st: Any) -> None:
+        """Messages from the device (rate fallback, lost, back, audio back after starving): a stderr
+        line, or the dashboard's notice row."""
+        for text in _drain(source) + session.watch(st):
             if dashboard:
                 session.message, session.message_until = text, time.monotonic() + NOTICE_SECONDS
             else:
@@ -190,7 +199,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
             with PinnedView(console) as view:
 
                 def on_tick(st: Any) -> None:
-                    notices(True)
+                    notices(True, st)
                     draw(st, title)
 
                 stats = session.run(stop=stop, duration=args.duration, max_lag=args.max_lag, on_tick=on_tick,
@@ -201,7 +210,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
             def on_tick(st: Any) -> None:
                 nonlocal warned_silence
-                notices(False)
+                notices(False, st)
                 if is_device and not warned_silence and st.silent_for > loop.NO_AUDIO_WARN_SECONDS and not source.missing:
                     warned_silence = True
                     say(f"{PROG} listen: no audio from {source.name!r} for {loop.NO_AUDIO_WARN_SECONDS:g} s (muted, unplugged, or a virtual mic nobody writes to?)")
@@ -285,6 +294,14 @@ def _c_stderr_to_devnull():
     return restore
 
 
+def _recorded(rec: Any) -> str:
+    if rec is None:
+        return ""
+    if not rec.frames:
+        return f"nothing (no audio arrived), {rec.path} not written"
+    return f"{rec.path} ({rec.seconds:.2f} s at {rec.rate} Hz, {rec.channels} ch, as received)"
+
+
 def _print_summary(session: Any, stats: Any, hop: float) -> None:
     from neuroear.live.dashboard import STAGES, summary
     from neuroear.live.loop import percentiles
@@ -298,7 +315,8 @@ def _print_summary(session: Any, stats: Any, hop: float) -> None:
     text = summary(
         stream_seconds=stats.stream_seconds, wall_seconds=stats.wall_seconds, hops=stats.hops, dropped=stats.dropped,
         overflows=stats.overflows, hop=hop, detections=session.detections, onsets=session.onsets, latency=latency,
-        source=stats.source, stopped_by=stats.stopped_by,
+        source=stats.source, stopped_by=stats.stopped_by, clipped=stats.clipped, peak_dbfs=stats.peak_max_dbfs,
+        recorded=_recorded(session.recorder),
     )
     if getattr(stats, "reconnects", 0):
         text += f"\n  device    lost and reopened {stats.reconnects} time(s); stream time paused while it was gone"
