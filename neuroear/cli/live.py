@@ -62,6 +62,16 @@ def register(subparsers: Any) -> None:
     d = subparsers.add_parser("devices", help="list audio input devices", description="List the audio input devices PortAudio sees, then the PulseAudio/PipeWire sources (when pactl reaches a sound server); * marks the defaults.")
     d.set_defaults(func=cmd_devices)
 
+    v = subparsers.add_parser(
+        "virtual-mic", help="a PulseAudio virtual microphone for headless machines and CI",
+        description=("Start, check or stop a PulseAudio virtual microphone (the script stream/virtual-mic.sh, shipped "
+                     "with the package): whatever is written into its FIFO as raw s16le mono PCM is what `neuroear listen` "
+                     "records from the default input. `start` and `status` print the settings as export lines. "
+                     "Needs pulseaudio and pactl (apt-get install pulseaudio pulseaudio-utils)."),
+    )
+    v.add_argument("action", choices=("start", "status", "stop"))
+    v.set_defaults(func=cmd_virtual_mic)
+
 
 # ----------------------------------------------------------------------------- devices
 
@@ -94,6 +104,30 @@ def cmd_devices(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         silence_stdout()
     return 0
+
+
+def virtual_mic_script() -> str:
+    """Path of the shipped virtual-microphone script (``neuroear/live/virtual-mic.sh``)."""
+    from importlib import resources
+
+    p = resources.files("neuroear") / "live" / "virtual-mic.sh"
+    if not p.is_file():
+        raise NeuroEarError("the virtual-microphone script is missing from this installation (neuroear/live/virtual-mic.sh); reinstall neuroear")
+    return str(p)
+
+
+def cmd_virtual_mic(args: argparse.Namespace) -> int:
+    """Run the shipped ``virtual-mic.sh ACTION``; its exit status is ours (its messages are one line each)."""
+    import shutil
+    import subprocess
+
+    script = virtual_mic_script()
+    if shutil.which("bash") is None:
+        raise NeuroEarError("`neuroear virtual-mic` needs bash (and pulseaudio, pactl)")
+    try:
+        return subprocess.call(["bash", script, args.action])
+    except KeyboardInterrupt:
+        return 130
 
 
 # ----------------------------------------------------------------------------- listen

@@ -72,7 +72,7 @@ def _pyaudio():
 
 NO_DEVICE_HELP = (
     "no audio input device found (PortAudio sees no microphone): connect one, or on a headless machine "
-    "start a virtual one with `bash stream/virtual-mic.sh start`; `neuroear devices` lists inputs and "
+    "start a virtual one with `neuroear virtual-mic start`; `neuroear devices` lists inputs and "
     "`--device INDEX|NAME` picks one; `neuroear listen --demo` or `--input FILE` needs no device"
 )
 
