@@ -243,7 +243,7 @@ def test_errors_point_pip_users_to_what_the_wheel_ships(tmp_path):
     from pathlib import Path
 
     from neuroear.cli.live import virtual_mic_script
-    from neuroear.live.device import NO_DEVICE_HELP
+    from neuroear.live.choose import NO_DEVICE_HELP
 
     assert "stream/" not in NO_DEVICE_HELP and "`neuroear virtual-mic start`" in NO_DEVICE_HELP
     assert Path(virtual_mic_script()).read_bytes() == (ROOT / "stream" / "virtual-mic.sh").read_bytes()

@@ -78,7 +78,8 @@ def register(subparsers: Any) -> None:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """Print the input devices as a table on stdout; error if there are none."""
-    from neuroear.live.device import NO_DEVICE_HELP, list_devices
+    from neuroear.live.choose import NO_DEVICE_HELP
+    from neuroear.live.device import list_devices
     from neuroear.live.pulse import list_sources
 
     devices = list_devices()
