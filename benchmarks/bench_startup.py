@@ -130,6 +130,7 @@ def memory(model: Path, files: dict[str, tuple[Path, float]]) -> dict:
     middle one, which (unlike a 1-minute file) already fills ``analyze``'s 64-window batches.
     """
     out = {k: f"{p.name} ({s:g} s, 16 kHz FLAC)" for k, (p, s) in files.items()}
+    out["seconds"] = {k: float(s) for k, (_, s) in files.items()}  # the durations measured, for the table header
     keys = list(files)
     for name, mk in (
         ("analyze", lambda p: cli("analyze", str(p), "--format", "jsonl", "--model", str(model))),

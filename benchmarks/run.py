@@ -60,14 +60,48 @@ def _get(d: dict, *path, default=None):
     return d
 
 
+def duration(seconds: float) -> str:
+    """Audio length for a table header: 5 → "5 s", 600 → "10 min", 3600 → "1 h"."""
+    seconds = float(seconds)
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def mem_seconds(r: dict) -> dict:
+    """{"short"|"mid"|"long": seconds} of the files the memory section measured (else the planned sizes)."""
+    got = _get(r, "sections", "memory", "seconds")
+    if isinstance(got, dict) and got:
+        return got
+    z = r.get("sizes", {})
+    return {k: z[f"mem_{k}_s"] for k in ("short", "mid", "long") if f"mem_{k}_s" in z}
+
+
+def why_not(r: dict, section: str) -> str:
+    """Why a section has no numbers: its own skip reason, its error, or that it was not asked for."""
+    sec = _get(r, "sections", section)
+    if isinstance(sec, dict) and sec.get("skipped"):
+        return str(sec["skipped"])
+    err = _get(r, "errors", section)
+    if err:
+        return f"the {section} section failed: {str(err).splitlines()[0]}"
+    if sec is None:
+        return f"the {section} section was not run (--sections)"
+    return ""
+
+
 def check_targets(r: dict) -> dict:
-    """Each target: measured value, limit, met (True/False/None when not measured)."""
+    """Each target: measured value, limit, met (True/False/None when not measured; then ``why``)."""
     s = r.get("sections", {})
     out = {}
 
-    def add(name: str, value, limit, *, higher_is_better: bool = False, note: str = "") -> None:
+    def add(name: str, value, limit, *, higher_is_better: bool = False, note: str = "", section: str = "") -> None:
         met = None if value is None else (value >= limit if higher_is_better else value <= limit)
         out[name] = {"value": value, "limit": limit, "met": met, **({"note": note} if note else {})}
+        if value is None and section and why_not(r, section):
+            out[name]["why"] = why_not(r, section)
 
     hop = _get(s, "per_hop", "threads_1", default={})
     add("per_hop_p50_ms", hop.get("p50_ms"), TARGETS["per_hop_p50_ms"], note="Detector.predict, batch 1, ORT threads 1")
@@ -81,7 +115,7 @@ def check_targets(r: dict) -> dict:
     add("file_x_realtime_16k_wav", best16[1]["x_realtime"] if best16 else None, TARGETS["file_x_realtime"], higher_is_better=True,
         note=f"analyze_file → JSON Lines, 16 kHz WAV (no resampling), best config ({best16[0]})" if best16 else "")
     add("seed_ratio", _get(s, "compare", "file_ratio_seed_over_ours"), TARGETS["seed_ratio"], higher_is_better=True,
-        note="file analysis, seed-style time / ours, median of interleaved rounds")
+        note="file analysis, seed-style time / ours, median of interleaved rounds", section="compare")
     rt = _get(s, "live", "file_realtime_44k", "stages", "total", "p99_ms")
     mic = _get(s, "mic", "device_rate", "stages", "total", "p99_ms")
     add("line_latency_p99_ms", mic if mic is not None else rt, TARGETS["line_latency_p99_ms"],
@@ -98,10 +132,12 @@ def check_targets(r: dict) -> dict:
     out["listen_torch_free"] = {"value": None if torch_in is None else not torch_in, "limit": True, "met": None if torch_in is None else not torch_in}
     mb = _get(r, "model", "bytes")
     add("model_mb", None if mb is None else round(mb / 1e6, 3), TARGETS["model_mb"])
+    ms = {k: duration(v) for k, v in mem_seconds(r).items()}
     add("analyze_growth_mb", _get(s, "memory", "analyze", "growth_mb"), TARGETS["analyze_growth_mb"],
-        note="peak RSS, 1-hour file minus 1-minute file")
+        note=f"peak RSS, {ms.get('long', '?')} file minus {ms.get('short', '?')} file", section="memory")
     add("analyze_growth_after_first_batch_mb", _get(s, "memory", "analyze", "growth_after_first_batch_mb"), TARGETS["analyze_growth_mb"],
-        note="peak RSS, 1-hour file minus 10-minute file (both fill 64-window batches)")
+        note=f"peak RSS, {ms.get('long', '?')} file minus {ms.get('mid', '?')} file"
+        + (" (both fill 64-window batches)" if mem_seconds(r).get("mid", 0) >= 64 else ""), section="memory")
     return out
 
 
@@ -130,6 +166,8 @@ def markdown(r: dict) -> str:
             f"{c['file_ratio_seed_over_ours']:g}× slower | {h['seed_style']['p50_ms']:.1f} / {h['seed_style']['p99_ms']:.1f} |",
             "",
         ]
+    elif "compare" in s or "compare" in r.get("errors", {}):
+        lines += [f"Seed-style comparison (librosa CQT + 13.5 M CNN, torch): not measured — {why_not(r, 'compare')}.", ""]
     hop, tp, an = s.get("per_hop"), s.get("throughput"), s.get("analyze")
     if tp and an:
         w16 = an.get("wav16k", {})
@@ -179,7 +217,9 @@ def markdown(r: dict) -> str:
             lines.append("")
     st, mem = s.get("startup"), s.get("memory")
     if st or mem:
-        lines += ["| command | first detection s (median) | peak RSS MB: 1 min / 10 min / 1 h of audio | torch imported |", "|---|---:|---:|---|"]
+        durs = " / ".join(duration(v) for v in mem_seconds(r).values()) if mem else ""
+        head = f"peak RSS MB: {durs} of audio" if mem else f"peak RSS MB (not measured: {why_not(r, 'memory')})"
+        lines += [f"| command | first detection s (median) | {head} | torch imported |", "|---|---:|---:|---|"]
         for name in ("analyze", "listen"):
             fd = _get(st or {}, name, "first_detection_s_median")
             ti = _get(st or {}, name, "imports", "torch_imported")
@@ -194,7 +234,7 @@ def markdown(r: dict) -> str:
     if t:
         lines += ["| target | measured | limit | met |", "|---|---:|---:|---|"]
         for k, v in t.items():
-            met = {True: "yes", False: "**no**", None: "not measured"}[v["met"]]
+            met = {True: "yes", False: "**no**", None: "not measured"}[v["met"]] + (f" ({v['why']})" if v.get("why") else "")
             lines.append(f"| {k} | {v['value']} | {v['limit']} | {met} |")
     return "\n".join(lines) + "\n"
 
@@ -284,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 import torch  # noqa: F401
                 import nnAudio  # noqa: F401
             except ImportError as exc:
-                return {"skipped": f"needs the 'bench' and 'train' extras ({exc.name} not installed)"}
+                return {"skipped": f"needs the 'bench' and 'train' extras ({exc.name} not installed: pip install -e '.[train,bench]')"}
             return bi.compare(model, cmp44, seconds=z["cmp_s"], rounds=z["cmp_rounds"], ours_repeats=z["cmp_ours"],
                               hop_repeats=z["cmp_hop"], seed_hop_repeats=z["cmp_seed_hop"])
 

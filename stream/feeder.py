@@ -52,12 +52,20 @@ class FifoFeeder:
         """The next ``n`` samples to play: int16 [n]. Silence here."""
         return np.zeros(n, dtype=np.int16)
 
-    def write_time(self, sample: int) -> float:
-        """Monotonic time at which FIFO sample index ``sample`` was written (needs ``log_writes``)."""
-        for first, n, t in reversed(self.writes):
-            if first <= sample < first + n:
-                return t
-        raise KeyError(sample)
+    def write_time(self, sample: int, *, timeout: float = 5.0) -> float:
+        """Monotonic time at which FIFO sample index ``sample`` was written (needs ``log_writes``).
+
+        Waits up to ``timeout`` s for it: ``play()`` returns once a clip is queued into the pending
+        bytes, which a loaded machine may write a few ticks later. KeyError if it never is (dropped).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for first, n, t in reversed(self.writes):
+                if first <= sample < first + n:
+                    return t
+            if time.monotonic() >= deadline or self.broken:
+                raise KeyError(sample)
+            time.sleep(0.002)
 
     def _run(self) -> None:
         t0 = time.monotonic()

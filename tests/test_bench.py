@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def test_quick_run_writes_all_fields(tmp_path: Path) -> None:
         assert s["memory"][cmd]["short"]["peak_rss_mb"] > 0 and s["memory"][cmd]["long"]["peak_rss_mb"] > 0
     for k in ("per_hop_p50_ms", "file_x_realtime", "line_latency_p99_ms", "listen_rss_mb", "model_mb", "analyze_growth_mb"):
         assert set(r["targets"][k]) >= {"value", "limit", "met"}
+    # the header states the lengths measured (--quick: 5, 10 and 20 s), not 1 min / 10 min / 1 h
+    md = (tmp_path / "result.md").read_text()
+    assert "peak RSS MB: 5 s / 10 s / 20 s of audio" in md and "1 min / 10 min / 1 h" not in md, md
+    assert s["memory"]["seconds"] == {"short": 5.0, "mid": 10.0, "long": 20.0}
+    assert "20 s file minus 5 s file" in r["targets"]["analyze_growth_mb"]["note"]
+    assert r["targets"]["seed_ratio"]["why"] == "the compare section was not run (--sections)"
+    assert re.search(r"\| seed_ratio \| None \| [\d.]+ \| not measured \(the compare section was not run", md), md
 
 
 def _has(*mods: str) -> bool:
@@ -147,3 +155,38 @@ def test_gemm_decimation_matches_nnaudio() -> None:
         a, b = downsampling_by_2(x, kernel), fg.downsampling_by_2_gemm(x, kernel)
         assert a.shape == b.shape
         assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run
+
+
+def _result(sections: dict, errors: dict | None = None) -> dict:
+    machine = {"date_utc": "2026-01-01T00:00:00Z", "cpu_model": "cpu", "usable_cpus": 2, "versions": {}, "ort_available_providers": ["CPUExecutionProvider"],
+               "git_commit": "0" * 40, "git_dirty": False, "loadavg_start": 0.0, "cuda": "none"}
+    return {"machine": machine, "model": {"name": "m", "bytes": 1}, "sizes": {}, "sections": sections, "errors": errors or {}}
+
+
+def test_seed_comparison_says_why_it_is_not_measured() -> None:
+    run = _runner()
+    why = "needs the 'bench' and 'train' extras (librosa not installed: pip install -e '.[train,bench]')"
+    r = _result({"compare": {"skipped": why}})
+    r["targets"] = run.check_targets(r)
+    assert r["targets"]["seed_ratio"]["met"] is None and r["targets"]["seed_ratio"]["why"] == why
+    md = run.markdown(r)
+    assert f"Seed-style comparison (librosa CQT + 13.5 M CNN, torch): not measured — {why}." in md
+    assert f"| seed_ratio | None | {run.TARGETS['seed_ratio']} | not measured ({why}) |" in md, md
+    r = _result({}, errors={"compare": "RuntimeError: boom\ntraceback"})
+    assert run.check_targets(r)["seed_ratio"]["why"] == "the compare section failed: RuntimeError: boom"
+
+
+def test_memory_header_uses_the_durations_measured() -> None:
+    run = _runner()
+    mem = {"seconds": {"short": 60.0, "mid": 600.0, "long": 5400.0},
+           **{c: {k: {"peak_rss_mb": 50.0} for k in ("short", "mid", "long")} for c in ("analyze", "listen")}}
+    md = run.markdown(_result({"memory": mem}))
+    assert "peak RSS MB: 1 min / 10 min / 1.5 h of audio" in md, md
+    assert [run.duration(x) for x in (5, 20, 90, 3600)] == ["5 s", "20 s", "1.5 min", "1 h"]

@@ -233,3 +233,33 @@ def test_table_never_cuts_names_or_wraps(clip, columns):
     assert "violi " not in r.stdout and "saxop" not in r.stdout.replace("saxophone", "")
     if columns == 200:
         assert "saxophone" in lines[1]  # every label by its full name
+
+
+def test_errors_point_pip_users_to_what_the_wheel_ships(tmp_path):
+    """Issue 16 item 8: the no-device hint names `neuroear virtual-mic`, and a built wheel holds its script."""
+    import shutil
+    import subprocess
+    import zipfile
+    from pathlib import Path
+
+    from neuroear.cli.live import virtual_mic_script
+    from neuroear.live.choose import NO_DEVICE_HELP
+
+    assert "stream/" not in NO_DEVICE_HELP and "`neuroear virtual-mic start`" in NO_DEVICE_HELP
+    assert Path(virtual_mic_script()).read_bytes() == (ROOT / "stream" / "virtual-mic.sh").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "neuroear", "virtual-mic", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "start" in r.stdout
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("neuroear", "models", "stream"):
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "No module named" in r.stderr:
+        pytest.skip(f"cannot build a wheel here: {r.stderr.strip()[-200:]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("neuroear-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("neuroear/live/virtual-mic.sh") == (ROOT / "stream" / "virtual-mic.sh").read_bytes()

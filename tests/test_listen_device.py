@@ -311,3 +311,68 @@ def test_violin_then_piano_through_the_device(feeder):
     assert mean(in_piano, "piano") > mean(in_piano, "violin")
     assert any("violin" in r["active"] for r in in_violin) and any("piano" in r["active"] for r in in_piano)
     assert dropped_in(err) == 0
+
+
+# ----------------------------------------------------------------------------- PulseAudio/PipeWire source names
+
+
+def _recording_from() -> set[str]:
+    """Names of the sources PulseAudio's record streams (source outputs) are connected to now."""
+    names = {s["index"]: s["name"] for s in json.loads(subprocess.run(
+        ["pactl", "-f", "json", "list", "short", "sources"], capture_output=True, text=True, timeout=10).stdout)}
+    outs = json.loads(subprocess.run(["pactl", "-f", "json", "list", "short", "source-outputs"],
+                                     capture_output=True, text=True, timeout=10).stdout)
+    return {names.get(o["source"], "?") for o in outs}
+
+
+@pytest.mark.audio
+def test_devices_lists_the_pulse_sources(feeder):
+    r = subprocess.run(cli("devices"), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=KILL_AFTER)
+    assert r.returncode == 0, r.stderr
+    assert "PulseAudio/PipeWire sources" in r.stdout, r.stdout
+    lines = r.stdout.splitlines()
+    assert any(line.split()[:2] == ["*", "neuroear_mic"] for line in lines), r.stdout  # the default source, marked
+    assert any(line.split()[:1] == ["neuroear_mic_sink.monitor"] for line in lines), r.stdout
+
+
+@pytest.mark.audio
+@pytest.mark.parametrize("name", ["neuroear_mic_sink.monitor", "pulse:neuroear_mic", "neuroear_mic"])
+def test_listen_records_from_the_pulse_source_named(feeder, name):
+    """Not the default source: PulseAudio itself says which source listen's stream records from."""
+    source = name.removeprefix("pulse:")
+    p = Listen("--no-dashboard", "--duration", "3", "--hop", "0.5", "--device", name)
+    p.wait_lines(1)
+    seen = _recording_from()
+    rc, err = p.finish()
+    assert rc == 0, err
+    assert seen == {source}, seen
+    assert {r["source"] for r in p.rows} == {source}
+    check_rows(p.rows, hop=0.5, n=5)
+
+
+@pytest.mark.audio
+def test_unknown_device_names_the_pulse_sources(feeder):
+    p = Listen("--no-dashboard", "--duration", "1", "--device", "no-such-mic")
+    rc, err = p.finish()
+    assert rc != 0 and len(err.strip().splitlines()) == 1, err
+    assert "no-such-mic" in err and "neuroear_mic_sink.monitor" in err, err
+
+
+@pytest.mark.audio
+def test_record_from_the_device(feeder, tmp_path):
+    """--record keeps the device's input as received: its rate and channels, as long as the lines say."""
+    from test_live import signal_at
+
+    take = tmp_path / "take.flac"
+    p = Listen("--no-dashboard", "--duration", "3", "--hop", "0.5", "--device", "neuroear_mic", "--record", str(take))
+    feeder.play(np.tile(signal_at(feeder.rate, 1.0), 4))
+    rc, err = p.finish()
+    assert rc == 0, err
+    check_rows(p.rows, hop=0.5, n=5)
+    import soundfile as sf
+
+    y, rate = sf.read(take, dtype="float32", always_2d=True)
+    assert rate == feeder.rate and y.shape[1] == 1  # the virtual mic is mono at its own rate
+    assert 3.0 <= y.shape[0] / rate < 3.5, y.shape  # blocks overshoot the 3 s by at most a few
+    assert np.abs(y).max() > 0.1  # the feeder's signal, not silence
+    assert f"recorded  {take}" in err

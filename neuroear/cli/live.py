@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--device", metavar="INDEX|NAME", help="input device: index or part of its name (see `neuroear devices`)")
+    src.add_argument("--device", metavar="INDEX|NAME", help="input device: index or part of its name, or a PulseAudio/PipeWire source name (see `neuroear devices`)")
     src.add_argument("--input", metavar="FILE", help="read this audio file through the same live loop instead of a device")
     src.add_argument("--demo", action="store_true", help="stream the bundled example clip in real time with the dashboard")
     p.add_argument("--realtime", action="store_true", help="with --input: pace the file like a device (default: as fast as possible)")
@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--smooth", type=int, default=1, metavar="N", help="average probabilities over N hops before deciding (default 1 = none)")
     p.add_argument("--gate", type=float, default=QUIET_GATE_DBFS, metavar="DBFS",
                    help=f"windows quieter than DBFS report nothing sounding (default {QUIET_GATE_DBFS:g}; -120 = off)")
+    p.add_argument("--record", metavar="FILE", help="keep the session's input as received (.flac, .wav or .ogg) beside its JSON lines")
     p.add_argument("--events", action="store_true", help="print only onset/offset events instead of a line per hop")
     p.add_argument("--jsonl", action="store_true", help="write JSON lines to stdout even when it is a terminal showing the dashboard")
     p.add_argument("--no-dashboard", action="store_true", help="no dashboard (it is also off when stderr is not a terminal)")
@@ -58,8 +59,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reconnect", type=float, default=None, metavar="SECONDS", help="if the device goes away, keep trying to reopen it for SECONDS (default 60; 0 = stop at once)")
     p.set_defaults(func=cmd_listen)
 
-    d = subparsers.add_parser("devices", help="list audio input devices", description="List the audio input devices PortAudio sees; * marks the default.")
+    d = subparsers.add_parser("devices", help="list audio input devices", description="List the audio input devices PortAudio sees, then the PulseAudio/PipeWire sources (when pactl reaches a sound server); * marks the defaults.")
     d.set_defaults(func=cmd_devices)
+
+    v = subparsers.add_parser(
+        "virtual-mic", help="a PulseAudio virtual microphone for headless machines and CI",
+        description=("Start, check or stop a PulseAudio virtual microphone (the script stream/virtual-mic.sh, shipped "
+                     "with the package): whatever is written into its FIFO as raw s16le mono PCM is what `neuroear listen` "
+                     "records from the default input. `start` and `status` print the settings as export lines. "
+                     "Needs pulseaudio and pactl (apt-get install pulseaudio pulseaudio-utils)."),
+    )
+    v.add_argument("action", choices=("start", "status", "stop"))
+    v.set_defaults(func=cmd_virtual_mic)
 
 
 # ----------------------------------------------------------------------------- devices
@@ -67,7 +78,9 @@ def register(subparsers: Any) -> None:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """Print the input devices as a table on stdout; error if there are none."""
-    from neuroear.live.device import NO_DEVICE_HELP, list_devices
+    from neuroear.live.choose import NO_DEVICE_HELP
+    from neuroear.live.device import list_devices
+    from neuroear.live.pulse import list_sources
 
     devices = list_devices()
     if not devices:
@@ -79,11 +92,43 @@ def cmd_devices(args: argparse.Namespace) -> int:
         mark = "*" if dev.default else " "
         rows.append(f"{mark} {dev.index:>5}  {dev.name[:name_w]:<{name_w}}  {dev.host_api:<{api_w}}  {dev.channels:>8}  {dev.rate:>7}")
     rows.append("* default input; pick another with `neuroear listen --device INDEX|NAME`")
+    sources = list_sources()
+    if sources:
+        src_w = max(4, min(48, max(len(p.name) for p in sources)))
+        rows += ["", "PulseAudio/PipeWire sources (recorded through ALSA's pulse device):",
+                 f"  {'name':<{src_w}}  {'channels':>8}  {'rate Hz':>7}  description"]
+        for p in sources:
+            rows.append(f"{'*' if p.default else ' '} {p.name:<{src_w}}  {p.channels:>8}  {p.rate:>7}  {p.description}")
+        rows.append("* the server's default source; pick another with `neuroear listen --device NAME` (or pulse:NAME)")
     try:
         out("\n".join(rows))
     except BrokenPipeError:
         silence_stdout()
     return 0
+
+
+def virtual_mic_script() -> str:
+    """Path of the shipped virtual-microphone script (``neuroear/live/virtual-mic.sh``)."""
+    from importlib import resources
+
+    p = resources.files("neuroear") / "live" / "virtual-mic.sh"
+    if not p.is_file():
+        raise NeuroEarError("the virtual-microphone script is missing from this installation (neuroear/live/virtual-mic.sh); reinstall neuroear")
+    return str(p)
+
+
+def cmd_virtual_mic(args: argparse.Namespace) -> int:
+    """Run the shipped ``virtual-mic.sh ACTION``; its exit status is ours (its messages are one line each)."""
+    import shutil
+    import subprocess
+
+    script = virtual_mic_script()
+    if shutil.which("bash") is None:
+        raise NeuroEarError("`neuroear virtual-mic` needs bash (and pulseaudio, pactl)")
+    try:
+        return subprocess.call(["bash", script, args.action])
+    except KeyboardInterrupt:
+        return 130
 
 
 # ----------------------------------------------------------------------------- listen
@@ -113,6 +158,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise NeuroEarError(f"--rate must be a positive rate in Hz, got {args.rate}")
     if args.reconnect is not None and not (args.reconnect >= 0):
         raise NeuroEarError(f"--reconnect must be 0 or more seconds, got {args.reconnect:g}")
+    if args.record is not None:
+        from neuroear.live.record import check_record_path
+
+        check_record_path(args.record)
+        if args.input and os.path.realpath(args.input) == os.path.realpath(args.record):
+            raise NeuroEarError(f"--record {args.record!r} is the --input file; give another name")
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -130,7 +181,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     dashboard_on = not args.no_dashboard and isatty(sys.stderr)
     json_on = args.jsonl or not isatty(sys.stdout) or not dashboard_on
     session = Session(detector=detector, source=source, policy=policy, sink=JsonlSink(sys.stdout) if json_on else None,
-                      events=args.events, hop=args.hop, gate_dbfs=None if args.gate <= -120 else args.gate)
+                      events=args.events, hop=args.hop, gate_dbfs=None if args.gate <= -120 else args.gate,
+                      record=args.record)
     is_device = session.is_device
     stop = threading.Event()
     interrupts = 0
@@ -148,9 +200,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     warned_silence = False
     stats = None
 
-    def notices(dashboard: bool) -> None:
-        """Messages from the device (rate fallback, lost, back): a stderr line, or the dashboard's notice row."""
-        for text in _drain(source):
+    def notices(dashboard: bool, st: Any) -> None:
+        """Messages from the device (rate fallback, lost, back, audio back after starving): a stderr
+        line, or the dashboard's notice row."""
+        for text in _drain(source) + session.watch(st):
             if dashboard:
                 session.message, session.message_until = text, time.monotonic() + NOTICE_SECONDS
             else:
@@ -181,7 +234,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
             with PinnedView(console) as view:
 
                 def on_tick(st: Any) -> None:
-                    notices(True)
+                    notices(True, st)
                     draw(st, title)
 
                 stats = session.run(stop=stop, duration=args.duration, max_lag=args.max_lag, on_tick=on_tick,
@@ -192,7 +245,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
             def on_tick(st: Any) -> None:
                 nonlocal warned_silence
-                notices(False)
+                notices(False, st)
                 if is_device and not warned_silence and st.silent_for > loop.NO_AUDIO_WARN_SECONDS and not source.missing:
                     warned_silence = True
                     say(f"{PROG} listen: no audio from {source.name!r} for {loop.NO_AUDIO_WARN_SECONDS:g} s (muted, unplugged, or a virtual mic nobody writes to?)")
@@ -276,6 +329,14 @@ def _c_stderr_to_devnull():
     return restore
 
 
+def _recorded(rec: Any) -> str:
+    if rec is None:
+        return ""
+    if not rec.frames:
+        return f"nothing (no audio arrived), {rec.path} not written"
+    return f"{rec.path} ({rec.seconds:.2f} s at {rec.rate} Hz, {rec.channels} ch, as received)"
+
+
 def _print_summary(session: Any, stats: Any, hop: float) -> None:
     from neuroear.live.dashboard import STAGES, summary
     from neuroear.live.loop import percentiles
@@ -289,7 +350,8 @@ def _print_summary(session: Any, stats: Any, hop: float) -> None:
     text = summary(
         stream_seconds=stats.stream_seconds, wall_seconds=stats.wall_seconds, hops=stats.hops, dropped=stats.dropped,
         overflows=stats.overflows, hop=hop, detections=session.detections, onsets=session.onsets, latency=latency,
-        source=stats.source, stopped_by=stats.stopped_by,
+        source=stats.source, stopped_by=stats.stopped_by, clipped=stats.clipped, peak_dbfs=stats.peak_max_dbfs,
+        recorded=_recorded(session.recorder),
     )
     if getattr(stats, "reconnects", 0):
         text += f"\n  device    lost and reopened {stats.reconnects} time(s); stream time paused while it was gone"

@@ -22,6 +22,7 @@ HISTORY_SECONDS = 60.0  # s of probability history behind each sparkline
 LEVEL_FLOOR_DBFS = -60.0  # dBFS at the left end of the level meter
 NAME_WIDTH = 10
 STAGES = ("total", "capture", "infer", "emit")  # latency stages, most telling first (a narrow line cuts the end)
+EVENT_ROWS = 3  # rows of the events pane when the terminal has them to spare
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,15 @@ class LabelView:
     on_for: float | None = None  # s since onset (stream time) while active
     history: tuple[float, ...] = ()  # probabilities of the last minute, oldest first, one per hop
     threshold: float | None = None  # the probability at which it turns on (a mark on the bar)
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One onset or offset for the events pane, at wall-clock ``time`` ("HH:MM:SS", local)."""
+
+    time: str
+    label: str
+    kind: str  # "onset" | "offset"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class State:
     gated: bool = False  # input below the quiet gate: nothing is reported as sounding
     gate_dbfs: float | None = None
     title: str = "listening"
+    events: tuple[EventView, ...] = ()  # oldest first; the pane shows the newest
+    clipped: int = 0  # samples at full scale since the start
+    peak_dbfs: float = -120.0  # held peak (highest sample of the last few seconds), dBFS
 
 
 def _ms(x: float) -> str:
@@ -161,16 +174,20 @@ def render(state: State, *, width: int = 80, height: int | None = None) -> Rende
     rate = f"{state.rate / 1000:g} kHz" + (f" · {state.channels} ch" if state.channels else "")
     lines.append(line(("input ", "dim"), (state.source, "bold"), (" · " + rate, "")))
 
-    meter_w = max(0, min(30, inner - 24))
+    clip_txt = f"  CLIPPING ×{state.clipped}" if state.clipping else f"  clipped {state.clipped}" if state.clipped else ""
+    meter_w = max(0, min(30, inner - 24 - 9 - len(clip_txt)))
     lvl = state.level_dbfs if math.isfinite(state.level_dbfs) else -120.0
     frac = min(1.0, max(0.0, (lvl - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS))
+    pk = state.peak_dbfs if math.isfinite(state.peak_dbfs) else -120.0
+    pk_frac = min(1.0, max(0.0, (pk - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS))
     colour = "red" if lvl > -3 else "yellow" if lvl > -12 else "green"
     lines.append(
         line(
             ("level ", "dim"),
-            (bar(frac, meter_w), colour),
+            (bar(frac, meter_w, mark=pk_frac if pk > LEVEL_FLOOR_DBFS else None), colour),
             (f" {lvl:6.1f} dBFS", "bold" if lvl > LEVEL_FLOOR_DBFS else "dim"),
-            ("  CLIPPING", "bold white on red") if state.clipping else "",
+            (" pk ", "dim"), (f"{pk:5.1f}" if pk > -100 else "  –  ", "bold red" if pk > -0.1 else ""),
+            (clip_txt, "bold white on red" if state.clipping else "red"),
         )
     )
 
@@ -200,6 +217,10 @@ def render(state: State, *, width: int = 80, height: int | None = None) -> Rende
         lines.append(line(*parts))
     if rest:
         lines.append(line((f"+{len(rest)} below: ", "dim"), (" ".join(lab.name for lab in rest), "dim")))
+    spare = EVENT_ROWS if height is None else max(0, room - len(shown) - (1 if rest else 0))
+    pane = _event_lines(state.events, min(EVENT_ROWS, spare))
+    for text in pane:
+        lines.append(line(*text))
 
     lat = [f"{k} {_ms(state.latency[k][0])}/{_ms(state.latency[k][1])}" for k in STAGES if k in state.latency]
     lines.append(line(("latency p50/p95 ms ", "dim"), "  ".join(lat)))
@@ -215,12 +236,29 @@ def render(state: State, *, width: int = 80, height: int | None = None) -> Rende
     message = state.message
     if not message and state.gated and state.gate_dbfs is not None:
         message = f"TOO QUIET: input under {state.gate_dbfs:g} dBFS, nothing reported (--gate)"
-    lines.append(line((message, "bold yellow")))  # always there (maybe blank): constant height
+    if message or pane or not state.events:
+        lines.append(line((message, "bold yellow")))  # always there (maybe blank): constant height
+    else:  # no room for the events pane: the newest events share the notice row
+        lines.append(line(("events ", "dim"), " · ".join(f"{e.time} {e.label} {'on' if e.kind == 'onset' else 'off'}"
+                                                          for e in reversed(state.events[-4:]))))
     model = f"model {state.model} · {state.provider}" if state.provider else f"model {state.model}"
     return Panel(
         Group(*lines), title=f"Neuro-Ear · {state.title}", title_align="left",
         subtitle=model, subtitle_align="right", width=width, padding=(0, 1),
     )
+
+
+def _event_lines(events: Sequence[EventView], rows: int) -> list[tuple[tuple[str, str], ...]]:
+    """The events pane: a header and up to ``rows - 1`` newest events, one per row (newest first)."""
+    if rows < 2:
+        return []
+    out: list[tuple[tuple[str, str], ...]] = [(("events (wall clock)", "dim"),)]
+    for e in list(reversed(events))[: rows - 1]:
+        on = e.kind == "onset"
+        out.append(((f"  {e.time} ", ""), ("on " if on else "off", "bold green" if on else "dim"), (f" {e.label}", "bold" if on else "")))
+    if len(out) == 1:
+        out.append((("  none yet", "dim"),))
+    return out
 
 
 def summary(
@@ -236,11 +274,15 @@ def summary(
     latency: Mapping[str, tuple[float, float, float]],
     source: str = "",
     stopped_by: str = "",
+    clipped: int = 0,
+    peak_dbfs: float | None = None,
+    recorded: str = "",
 ) -> str:
     """Plain-text end-of-run report (fits one screen).
 
     ``detections``: label → hops active; ``onsets``: label → onsets; ``latency``: stage →
-    (p50, p95, max) ms.
+    (p50, p95, max) ms; ``clipped`` samples at full scale, ``peak_dbfs`` the loudest sample;
+    ``recorded`` a line about the ``--record`` file.
     """
     why = {"signal": "stopped", "duration": "duration reached", "end": "end of input", "pipe": "output closed"}.get(stopped_by, stopped_by)
     out = [
@@ -248,6 +290,10 @@ def summary(
         f"  duration  {stream_seconds:.2f} s of audio in {wall_seconds:.2f} s",
         f"  hops      {hops} processed, {dropped} dropped, {overflows} input overflows (hop {hop:g} s)",
     ]
+    if peak_dbfs is not None:
+        out.append(f"  input     peak {peak_dbfs:.1f} dBFS, {clipped} samples clipped" if peak_dbfs > -120 else "  input     silence")
+    if recorded:
+        out.append(f"  recorded  {recorded}")
     det = [(lab, n) for lab, n in detections.items() if n]
     if det:
         out.append("  detected  (hops active ≈ seconds, onsets)")

@@ -11,13 +11,14 @@ import contextlib
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from neuroear.errors import NeuroEarError
-from neuroear.stderr import muted as _quiet_stderr  # PortAudio probes ALSA/JACK on fd 2
+from neuroear.live import pulse
+from neuroear.live.choose import DeviceInfo, resolve_device
 from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, Block
+from neuroear.stderr import muted as _quiet_stderr  # PortAudio probes ALSA/JACK on fd 2
 
 QUEUE_SECONDS = 10.0  # s of device audio held between callback and consumer before blocks are lost
 STOP_TIMEOUT_SECONDS = 2.0  # s to wait for PortAudio to stop a stream (a clockless pipe source can hang)
@@ -25,18 +26,6 @@ PA_INPUT_OVERFLOW = 0x2  # paInputOverflow in a PortAudio callback's status flag
 DEFAULT_RECONNECT_SECONDS = 60.0  # s: how long a lost device is retried before listening ends
 RECONNECT_FIRST_SECONDS = 0.5  # s: first wait before reopening a lost device; doubles per failed try
 RECONNECT_MAX_BACKOFF_SECONDS = 5.0  # s: longest wait between tries
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """An input device as PortAudio sees it."""
-
-    index: int
-    name: str
-    host_api: str
-    channels: int  # max input channels
-    rate: int  # default sample rate, Hz
-    default: bool
 
 
 def _pyaudio():
@@ -48,13 +37,6 @@ def _pyaudio():
             "e.g. apt-get install portaudio19-dev); `listen --input FILE` and `--demo` work without it"
         ) from None
     return pyaudio
-
-
-NO_DEVICE_HELP = (
-    "no audio input device found (PortAudio sees no microphone): connect one, or on a headless machine "
-    "start a virtual one with `bash stream/virtual-mic.sh start`; `neuroear devices` lists inputs and "
-    "`--device INDEX|NAME` picks one; `neuroear listen --demo` or `--input FILE` needs no device"
-)
 
 
 def _open_pa():
@@ -94,35 +76,6 @@ def list_devices() -> list[DeviceInfo]:
         pa.terminate()
 
 
-def pick_device(devices: list[DeviceInfo], spec: str | int | None) -> DeviceInfo:
-    """Resolve ``--device``: None → the default input; an index; or a case-insensitive name substring."""
-    if not devices:
-        raise NeuroEarError(NO_DEVICE_HELP)
-    if spec is None or str(spec).strip() == "":
-        for d in devices:
-            if d.default:
-                return d
-        raise NeuroEarError(
-            "no default audio input device; pick one of these with --device INDEX|NAME: "
-            + "; ".join(f"{d.index}: {d.name}" for d in devices)
-        )
-    s = str(spec).strip()
-    if s.lstrip("-").isdigit():
-        for d in devices:
-            if d.index == int(s):
-                return d
-        raise NeuroEarError(f"--device {s}: no input device with that index; `neuroear devices` lists them")
-    exact = [d for d in devices if d.name.lower() == s.lower()]
-    if len(exact) == 1:
-        return exact[0]
-    matches = [d for d in devices if s.lower() in d.name.lower()]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise NeuroEarError(f"--device {s!r}: no input device name contains that; `neuroear devices` lists them")
-    raise NeuroEarError(f"--device {s!r} matches several devices ({'; '.join(f'{d.index}: {d.name}' for d in matches)}); use the index")
-
-
 class DeviceSource:
     """Capture from a PortAudio input device with PyAudio in callback mode.
 
@@ -155,7 +108,7 @@ class DeviceSource:
         try:
             with _quiet_stderr():
                 devices = _device_list(self._pa)
-            self.info = pick_device(devices, device)
+            self.info, self.pulse_source = resolve_device(devices, device)
         except BaseException:
             self._pa.terminate()
             raise
@@ -206,7 +159,7 @@ class DeviceSource:
 
     def _open(self, rate: int):
         pyaudio = _pyaudio()
-        with _quiet_stderr():
+        with _quiet_stderr(), pulse.selected(self.pulse_source):
             return self._pa.open(
                 format=pyaudio.paFloat32,
                 channels=self.channels,
@@ -328,7 +281,7 @@ class DeviceSource:
             info = None
             for spec in (self.info.name, self._spec):
                 with contextlib.suppress(NeuroEarError):
-                    info = pick_device(devices, spec)
+                    info, _ = resolve_device(devices, spec)
                     break
             if info is None or info.channels < self.channels:
                 raise NeuroEarError("device not back yet")

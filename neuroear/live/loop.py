@@ -27,13 +27,14 @@ from typing import Callable
 import numpy as np
 
 from neuroear.framing import Framing
-from neuroear.live.sources import Source
+from neuroear.live.sources import Block, Source
 from neuroear.live.streamer import Streamer, Window
 
 DEFAULT_MAX_LAG_SECONDS = 0.5  # s: a window that ended longer ago than max(this, hop) is dropped
 NO_AUDIO_WARN_SECONDS = 2.0  # s without a block from a device before we say so
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipping
 CLIP_HOLD_SECONDS = 2.0  # s the clipping warning stays up after the last clipped sample
+PEAK_HOLD_SECONDS = 3.0  # s the peak-hold mark keeps the highest sample before it falls back
 LATENCY_KEEP = 100_000  # hops of latency samples kept for the final summary (~28 h at 1 s)
 RECENT_KEEP = 240  # hops behind the dashboard's live percentiles (1 min at 0.25 s)
 
@@ -66,6 +67,10 @@ class Stats:
     overflows: int = 0
     level_dbfs: float = -120.0
     clip_until: float = 0.0
+    clipped: int = 0  # samples (any channel) at or above CLIP_LEVEL since the start
+    peak_dbfs: float = -120.0  # highest |sample| of the last PEAK_HOLD_SECONDS, dBFS (peak hold)
+    peak_max_dbfs: float = -120.0  # highest |sample| since the start, dBFS
+    peak_until: float = 0.0  # monotonic s when the held peak falls back
     last_audio: float = field(default_factory=time.monotonic)
     stopped_by: str = ""  # "end" | "duration" | "signal" | "pipe" | "device lost"
     reconnects: int = 0  # times a lost device came back
@@ -101,6 +106,11 @@ class Stats:
 
 OnHop = Callable[[Window, np.ndarray, Stats], bool]
 OnTick = Callable[[Stats], None]
+OnBlocks = Callable[[list[Block]], None]
+
+
+def _peak_dbfs(peak: float) -> float:
+    return float(20 * np.log10(peak)) if peak > 1e-6 else -120.0
 
 
 def run(
@@ -115,6 +125,7 @@ def run(
     duration: float | None = None,
     max_lag: int | None = None,
     tick_seconds: float = 0.125,
+    on_blocks: OnBlocks | None = None,
 ) -> Stats:
     """The streaming loop: read blocks, cut windows, run ``predict`` on each, hand them to ``on_hop``.
 
@@ -122,7 +133,9 @@ def run(
     stats)`` returns False to stop (a closed pipe). ``on_tick(stats)`` at most every ``tick_seconds``
     (the dashboard). ``hop`` and ``max_lag`` in samples at ``framing.sample_rate``; ``max_lag`` only applies to live
     sources (default ``max(hop, 0.5 s)``). ``duration`` stops after that many seconds of stream
-    time; ``stop`` is set by a signal handler. The source is started and stopped here.
+    time; ``stop`` is set by a signal handler. ``on_blocks(blocks)`` receives every batch of blocks
+    as the source delivered it (``listen --record``), in this consumer thread. The source is started
+    and stopped here.
     """
     rate = framing.sample_rate
     if source.live and max_lag is None:
@@ -195,13 +208,22 @@ def run(
             else:
                 if blocks:
                     stats.last_audio = time.monotonic()
+                    stats.clipped += sum(int(np.count_nonzero(np.abs(b.samples) >= CLIP_LEVEL)) for b in blocks)
+                    if on_blocks is not None:
+                        on_blocks(blocks)
                 windows = streamer.push(blocks)
             stats.stream_samples = streamer.total
             stats.dropped = streamer.dropped + late_dropped
             stats.overflows = source.overflows
             stats.level_dbfs = streamer.level_dbfs
+            now = time.monotonic()
             if streamer.peak >= CLIP_LEVEL:
-                stats.clip_until = time.monotonic() + CLIP_HOLD_SECONDS
+                stats.clip_until = now + CLIP_HOLD_SECONDS
+            if blocks:
+                pk = _peak_dbfs(streamer.peak)
+                stats.peak_max_dbfs = max(stats.peak_max_dbfs, pk)
+                if pk >= stats.peak_dbfs or now >= stats.peak_until:
+                    stats.peak_dbfs, stats.peak_until = pk, now + PEAK_HOLD_SECONDS
             if not handle(windows):
                 break
             tick()

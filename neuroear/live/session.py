@@ -32,6 +32,8 @@ HOP_MIN_SECONDS, HOP_MAX_SECONDS = 0.25, 1.0
 QUIET_GATE_DBFS = -60.0  # dBFS: a window quieter than this is noise floor, reported as nothing sounding
 DEFAULT_THREADS = 1  # ORT threads for live use: one window per hop needs no thread pool
 DETECTIONS_AHEAD = 256  # detections ``listen()`` holds for a caller that is slower than the hops
+EVENTS_KEPT = 32  # onsets/offsets the dashboard's events pane can show
+AUDIO_BACK_SECONDS = 1.0  # s: a starved device that delivered within this long is back
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class Session:
     """Wires one listening run: the loop over ``source``, the policy, the sink, counts and history.
 
     ``sink`` (a ``JsonlSink`` or None) receives one record per hop (or per event with
-    ``events=True``); ``on_detection`` (optional) receives each ``Detection``.
+    ``events=True``); ``on_detection`` (optional) receives each ``Detection``. ``record`` (a
+    .flac/.wav/.ogg path) keeps the input as received (``live.record.Recorder``).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Session:
         hop: float = 1.0,
         on_detection: Callable[[Detection], None] | None = None,
         gate_dbfs: float | None = QUIET_GATE_DBFS,
+        record: str | os.PathLike[str] | None = None,
     ) -> None:
         from neuroear.live.dashboard import HISTORY_SECONDS
 
@@ -145,6 +149,15 @@ class Session:
         self.onsets = {lab: 0 for lab in self.labels}
         self.message = ""
         self.message_until = 0.0  # monotonic s: a notice stays on the dashboard until then
+        self.event_log: deque = deque(maxlen=EVENTS_KEPT)  # (wall-clock epoch s, label, "onset"|"offset")
+        self._wall0 = time.time() - time.monotonic()  # epoch s = monotonic s + this
+        self._run_wall = time.time()
+        self._starved_from: float | None = None  # monotonic s of the last audio before a starved stretch
+        self.recorder = None
+        if record is not None:
+            from neuroear.live.record import Recorder
+
+            self.recorder = Recorder(record)
 
     def device_missing(self) -> bool:
         """True while a device source is gone and being reopened."""
@@ -164,11 +177,49 @@ class Session:
         ``max_lag`` (s): drop windows ending longer ago than this behind the newest audio (live sources).
         """
         rate = self.framing.sample_rate
-        return loop.run(
-            self.source, self.detector.predict, framing=self.framing, hop=self.framing.hop(self.hop),
-            on_hop=self.on_hop, on_tick=on_tick, stop=stop, duration=duration,
-            max_lag=None if max_lag is None else int(round(max_lag * rate)), tick_seconds=tick_seconds,
-        )
+        rec = self.recorder
+        self._run_wall = time.time()  # epoch s at stream time 0 of a file
+        on_blocks = None if rec is None else (lambda blocks: rec.write(blocks, rate=self.source.rate, channels=self.source.channels))
+        try:
+            return loop.run(
+                self.source, self.detector.predict, framing=self.framing, hop=self.framing.hop(self.hop),
+                on_hop=self.on_hop, on_tick=on_tick, stop=stop, duration=duration,
+                max_lag=None if max_lag is None else int(round(max_lag * rate)), tick_seconds=tick_seconds,
+                on_blocks=on_blocks,
+            )
+        finally:
+            if rec is not None:
+                rec.close()
+
+    def watch(self, stats: loop.Stats) -> list[str]:
+        """One-line notices for people from this tick: a starved device (no audio for
+        ``loop.NO_AUDIO_WARN_SECONDS``) that delivers again. Call it from ``on_tick``."""
+        if not self.is_device or self.device_missing():
+            self._starved_from = None  # a lost device has its own "is back" notice
+            return []
+        if stats.silent_for > loop.NO_AUDIO_WARN_SECONDS:
+            if self._starved_from is None:
+                self._starved_from = time.monotonic() - stats.silent_for
+            return []
+        if self._starved_from is not None and stats.silent_for < AUDIO_BACK_SECONDS:
+            gap = max(0.0, stats.last_audio - self._starved_from)
+            self._starved_from = None
+            note = f"audio from {self.source.name!r} is back after {gap:.1f} s without any"
+            self.message, self.message_until = note, time.monotonic() + 10.0
+            return [note]
+        return []
+
+    def _log_events(self, events: Sequence[Any], *, end: float, t_capture: float | None) -> None:
+        """Keep onsets/offsets for the events pane with their wall-clock time: a live source's from
+        when the window's last sample arrived, a file's from the session start plus stream time."""
+        for e in events:
+            if not self.source.live:
+                wall = self._run_wall + e.time
+            elif t_capture is not None:
+                wall = t_capture + self._wall0 - (end - e.time)
+            else:  # closed at the end of listening
+                wall = time.time()
+            self.event_log.append((wall, e.label, e.kind))
 
     def on_hop(self, window: Window, probs: np.ndarray, stats: loop.Stats) -> bool:
         start, end = self.framing.seconds(window.start), self.framing.seconds(window.end)
@@ -185,6 +236,8 @@ class Session:
         for e in decision.events:
             if e.kind == "onset":
                 self.onsets[e.label] += 1
+        if decision.events:
+            self._log_events(decision.events, end=end, t_capture=window.t_capture)
         if self.sink is None and self.on_detection is None:
             return True
         latency_ms = (time.monotonic() - window.t_capture) * 1e3
@@ -199,13 +252,15 @@ class Session:
 
     def finish(self) -> None:
         """Close labels still on (their offset events go to the sink in events mode)."""
-        for e in self.policy.finish():
+        closing = self.policy.finish()
+        self._log_events(closing, end=0.0, t_capture=None)
+        for e in closing:
             if self.events and self.sink is not None:
                 self.sink.write(event_record(e))
 
     def state(self, stats: loop.Stats, *, title: str = "listening") -> Any:
         """The dashboard's snapshot (``dashboard.State``) of this session now."""
-        from neuroear.live.dashboard import STAGES, LabelView, State
+        from neuroear.live.dashboard import STAGES, EventView, LabelView, State
 
         onsets = self.policy.onsets
         now = stats.stream_seconds
@@ -231,6 +286,8 @@ class Session:
             latency={k: stats.recent(k) for k in STAGES}, hops=stats.hops, dropped=stats.dropped,
             overflows=stats.overflows, elapsed=now, hop=self.hop, message=message, title=title,
             gated=self.gated, gate_dbfs=self.gate_dbfs,
+            events=tuple(EventView(time.strftime("%H:%M:%S", time.localtime(w)), lab, kind) for w, lab, kind in self.event_log),
+            clipped=int(getattr(stats, "clipped", 0)), peak_dbfs=float(getattr(stats, "peak_dbfs", -120.0)),
         )
 
 
