@@ -290,7 +290,7 @@ def test_sigterm_stops_and_prints_the_summary(clips):
         (["--hop", "2"], "--hop"),
         (["--hop", "0.1"], "--hop"),
         (["--duration", "0"], "--duration"),
-        (["--threshold", "drums=0.5"], "unknown label"),
+        (["--threshold", "kazoo=0.5"], "unknown label"),
         (["--input", "/nonexistent.wav"], "no such file"),
         (["--realtime"], "--realtime"),
         (["--model", "/nonexistent.onnx", "--input", "x.wav"], "not found"),
