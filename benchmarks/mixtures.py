@@ -40,10 +40,6 @@ LABEL_WITHIN_DB = 20.0
 PEAK = 10 ** (-1 / 20)
 
 
-def _rms_db(x: np.ndarray) -> np.ndarray:
-    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=-1) + 1e-12)
-
-
 def dev_clips(dev: Path, rate: int) -> list[tuple[str, np.ndarray]]:
     """(label, mono float32 at ``rate``) for every real-dev clip, in manifest order."""
     from neuroear.training.data import read_labelled
@@ -73,7 +69,7 @@ def make_mixtures(clips: list[tuple[str, np.ndarray]], *, n: int, seed: int, win
         per_window = []
         for w in range(n_win):
             seg = slice(w * window, (w + 1) * window)
-            lv = np.array([_rms_db(s[seg]) for s in stems])
+            lv = np.array([audio.dbfs(s[seg]) for s in stems])
             per_window.append(sorted({lab for lab, v in zip(labs, lv) if v >= LABEL_FLOOR_DBFS and v >= lv.max() - LABEL_WITHIN_DB}))
         out.append((mix.astype(np.float32), per_window))
     return out
@@ -101,6 +97,16 @@ def score(det: Detector, windows: np.ndarray, truth: list[list[str]]) -> dict:
     }
 
 
+def dev_sets(dev: Path, rate: int, window: int, *, n: int, seed: int) -> dict[str, tuple[np.ndarray, list[list[str]]]]:
+    """``dev-solo`` and ``dev-mixtures``: windows [n, window] at ``rate`` and their true label sets."""
+    clips = dev_clips(dev, rate)
+    mixes = make_mixtures(clips, n=n, seed=seed, window=window)
+    return {
+        "dev-solo": (np.concatenate([frame(x, window) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // window)]),
+        "dev-mixtures": (np.concatenate([frame(m, window) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
+    }
+
+
 def frame(x: np.ndarray, window: int) -> np.ndarray:
     """Consecutive full windows [n, window] of x (hop = window)."""
     n = x.size // window
@@ -117,7 +123,7 @@ def unknown_windows(real_train: Path, rate: int, window: int) -> np.ndarray:
         if lab != NEGATIVE_LABEL or split_of(groups.get(str(p), str(p))) != "val":
             continue
         w = frame(audio.load(p, sample_rate=rate), window)
-        ws.append(w[_rms_db(w) >= audio.SILENCE_DBFS])
+        ws.append(w[audio.dbfs(w) >= audio.SILENCE_DBFS])
     return np.concatenate(ws) if ws else np.zeros((0, window), np.float32)
 
 
@@ -141,7 +147,7 @@ def unknown_renders(rate: int, window: int, *, seconds: float = 12.0, seed: int 
             sc = music.compose(like, program, phrases, seconds=seconds, rng=np.random.default_rng(seed + program))
             x = resample(synth.render(sc, program=program, seconds=seconds, fx=fx), render.RENDER_RATE, rate)
             w = frame(x / (np.abs(x).max() + 1e-9) * 0.5, window)
-            ws.append(w[_rms_db(w) >= audio.SILENCE_DBFS])
+            ws.append(w[audio.dbfs(w) >= audio.SILENCE_DBFS])
     finally:
         synth.close()
     return np.concatenate(ws).astype(np.float32)
@@ -157,22 +163,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     out: dict = {"seed": args.seed, "mixtures": args.n, "results": {}}
+    built: dict[tuple[int, int], dict] = {}  # models with the same framing score the same windows
     for model in args.models:
         det = Detector(model)
         win, rate = det.window_samples, det.sample_rate
-        clips = dev_clips(args.dev, rate)
-        mixes = make_mixtures(clips, n=args.n, seed=args.seed, window=win)
-        sets = {
-            "dev-solo": (np.concatenate([frame(x, win) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // win)]),
-            "dev-mixtures": (np.concatenate([frame(m, win) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
-        }
-        if args.unknown:
-            u = unknown_windows(args.unknown, rate, win)
-            sets["unknown"] = (u, [[] for _ in range(len(u))])
-        if UNKNOWN_FONT.is_file():
-            u = unknown_renders(rate, win, seed=args.seed)
-            sets["unknown-rendered"] = (u, [[] for _ in range(len(u))])
-        res = {name: score(det, x, t) for name, (x, t) in sets.items()}
+        if (rate, win) not in built:
+            sets = dev_sets(args.dev, rate, win, n=args.n, seed=args.seed)
+            if args.unknown:
+                u = unknown_windows(args.unknown, rate, win)
+                sets["unknown"] = (u, [[] for _ in range(len(u))])
+            if UNKNOWN_FONT.is_file():
+                u = unknown_renders(rate, win, seed=args.seed)
+                sets["unknown-rendered"] = (u, [[] for _ in range(len(u))])
+            built[(rate, win)] = sets
+        res = {name: score(det, x, t) for name, (x, t) in built[(rate, win)].items()}
         out["results"][det.name] = res
         for name, r in res.items():
             print(

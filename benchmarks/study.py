@@ -57,13 +57,9 @@ def dev_windows(dev: str, cfg) -> dict[str, tuple[np.ndarray, list[list[str]]]]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import mixtures as M
 
-    rate, win = cfg.cqt.sample_rate, cfg.cqt.sample_rate  # one-second windows
-    clips = M.dev_clips(Path(dev), rate)
-    mixes = M.make_mixtures(clips, n=300, seed=0, window=win)
-    return {
-        "dev": (np.concatenate([M.frame(x, win) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // win)]),
-        "dev_mixtures": (np.concatenate([M.frame(m, win) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
-    }
+    rate = cfg.cqt.sample_rate
+    sets = M.dev_sets(Path(dev), rate, rate, n=300, seed=0)  # one-second windows, mixtures.py's defaults
+    return {"dev": sets["dev-solo"], "dev_mixtures": sets["dev-mixtures"]}
 
 
 def score_dev(res, sets: dict) -> dict[str, float]:
