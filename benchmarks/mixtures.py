@@ -115,12 +115,11 @@ def frame(x: np.ndarray, window: int) -> np.ndarray:
 
 def unknown_windows(real_train: Path, rate: int, window: int) -> np.ndarray:
     """Windows of the validation split of real-train's ``other/`` files, louder than −45 dBFS."""
-    from neuroear.training.data import NEGATIVE_LABEL, read_labelled, split_groups, split_of
+    from neuroear.training.data import NEGATIVE_LABEL, labelled_splits
 
-    groups = split_groups(real_train)
     ws = []
-    for p, lab in read_labelled(real_train):
-        if lab != NEGATIVE_LABEL or split_of(groups.get(str(p), str(p))) != "val":
+    for p, lab, split in labelled_splits(real_train):
+        if lab != NEGATIVE_LABEL or split != "val":
             continue
         w = frame(audio.load(p, sample_rate=rate), window)
         ws.append(w[audio.dbfs(w) >= audio.SILENCE_DBFS])

@@ -15,7 +15,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from neuroear.training.data import NEGATIVE_LABEL, read_labelled, split_groups, split_of
+from neuroear.training.data import NEGATIVE_LABEL, labelled_splits
 
 
 def main() -> None:
@@ -23,9 +23,7 @@ def main() -> None:
     ap.add_argument("real_train", type=Path)
     ap.add_argument("out", type=Path)
     args = ap.parse_args()
-    groups = split_groups(args.real_train)
-    rows = [(lab, str(p.resolve())) for p, lab in read_labelled(args.real_train)
-            if lab != NEGATIVE_LABEL and split_of(groups.get(str(p), str(p))) == "val"]  # fmt: skip
+    rows = [(lab, str(p.resolve())) for p, lab, split in labelled_splits(args.real_train) if lab != NEGATIVE_LABEL and split == "val"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as f:
         w = csv.writer(f)

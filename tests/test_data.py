@@ -188,3 +188,5 @@ def test_split_keeps_the_stems_of_a_song_together(tmp_path) -> None:
     assert {c.group for c in got} == {"mt5_a", "mt5_b", "mt5_c", "mt5_d"}
     for song in ("mt5_a", "mt5_b", "mt5_c", "mt5_d"):
         assert len({D.split_of(c.group) for c in got if c.group == song}) == 1
+    splits = {str(p): split for p, _, split in D.labelled_splits(tmp_path)}
+    assert splits == {c.name: D.split_of(c.group) for c in got}  # the scripts' split is training's

@@ -116,6 +116,13 @@ def split_groups(source: str | Path) -> dict[str, str]:
     }
 
 
+def labelled_splits(source: str | Path) -> list[tuple[Path, str, str]]:
+    """(file, label, "train" or "val") for every file of ``source``, split as training splits it:
+    by `split_groups`' group (a multitrack song), else by the file's own path."""
+    groups = split_groups(source)
+    return [(p, lab, split_of(groups.get(str(p), str(p)))) for p, lab in read_labelled(source)]
+
+
 def load_real(
     sources: Sequence[str | Path], labels: Sequence[str], *, cache: Path | None = None, negatives: bool = False
 ) -> list[Clip]:
