@@ -32,6 +32,7 @@ from neuroear.archive.store import Input, Store, list_inputs
 from neuroear.archive.summary import instruments
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
+from neuroear.infer import Detector
 from neuroear.metadata import file_sha256
 from neuroear.stderr import muted as muted_stderr
 
@@ -99,7 +100,7 @@ class FileAnalyzer:
             duration = audio.info(inp.source).duration
         except NeuroEarError:
             duration = float(en.max()) if en.size else 0.0
-        on = np.array([[lab in a for lab in self.det.labels] for a in active], dtype=bool).reshape(len(active), len(self.det.labels))
+        on = p >= self.thr[None, :]  # the comparison analyze_file made for `active`
         row = {
             "id": inp.fid,
             "source": inp.source,
@@ -168,6 +169,7 @@ def run(
     out: str | os.PathLike[str],
     *,
     model: str | os.PathLike[str] | None = None,
+    detector: Detector | None = None,
     provider: str = "auto",
     threads: int = 1,
     hop_seconds: float = HOP_SECONDS,
@@ -188,13 +190,12 @@ def run(
     Files already complete in ``out`` (same path, size, mtime) are skipped. Progress, and one
     line per failed file, go to ``log``. Raises NeuroEarError on bad options or a failed run.
     """
-    from neuroear.infer import Detector
-
     t_start = time.perf_counter()
     if threads < 1 or batch < 1 or workers < 0 or gpus_per_worker < 0:
         raise NeuroEarError("--threads and --batch must be at least 1, --workers and --gpus-per-worker at least 0")
     say: Callable[[str], None] = (lambda m: print(f"{prog}: {m}", file=log, flush=True)) if log else (lambda m: None)
-    det = Detector(model, provider="cpu", threads=1)  # checks the model here, before any cluster starts
+    # the model is checked here (or by the caller who loaded ``detector``), before any cluster starts
+    det = detector if detector is not None else Detector(model, provider="cpu", threads=1)
     thr = det.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
     if thr.shape != (len(det.labels),):
         raise NeuroEarError(f"thresholds must be [{len(det.labels)}], got {list(thr.shape)}")
@@ -318,7 +319,7 @@ def _count(rep: Report, row: dict[str, Any], say: Callable[[str], None]) -> None
         say(f"error: {row['error']}")
 
 
-def run_args(args, thresholds: np.ndarray, *, prog: str = "neuroear") -> int:
+def run_args(args, thresholds: np.ndarray, *, detector: Detector | None = None, prog: str = "neuroear") -> int:
     """``neuroear analyze --engine ray``: check the options, run, return the exit status (1 if any file failed)."""
     if args.engine != "ray":
         raise NeuroEarError("--out is for --engine ray (--engine local writes rows to stdout)")
@@ -330,6 +331,7 @@ def run_args(args, thresholds: np.ndarray, *, prog: str = "neuroear") -> int:
         args.paths,
         args.out,
         model=args.model,
+        detector=detector,
         provider=args.provider,
         threads=args.threads or 1,
         hop_seconds=args.hop,

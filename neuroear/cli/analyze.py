@@ -49,7 +49,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.engine == "ray" or args.out or args.address:
         from neuroear.archive.engine import run_args
 
-        return run_args(args, thr, prog=PROG)
+        return run_args(args, thr, detector=det, prog=PROG)
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     if not args.quiet:
         say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")

@@ -39,8 +39,7 @@ from neuroear.errors import NeuroEarError
 
 # --- the live path of `neuroear listen`: every import of it is here (repoint these after a move) ---
 from neuroear.live.loop import Stats  # what the one streaming loop (live.loop.run) reports per hop and tick
-from neuroear.live.policy import Policy, PolicyConfig  # the decision policy
-from neuroear.live.session import HOP_MAX_SECONDS, HOP_MIN_SECONDS, Session  # listen's hop bounds; loop + policy + record per hop
+from neuroear.live.session import HOP_MAX_SECONDS, HOP_MIN_SECONDS, Session, check_hop, make_policy  # listen's hop bounds and check, policy; loop + record per hop
 from neuroear.live.sources import Block  # what a source hands to the loop
 from neuroear.live.streamer import Window  # one window cut by the Streamer
 # -----------------------------------------------------------------------------------------------------
@@ -186,7 +185,7 @@ class _SocketSession(Session):
         return super().on_hop(window, probs, stats)
 
 
-def parse_config(text: str, *, labels: tuple[str, ...]) -> dict[str, Any]:
+def parse_config(text: str) -> dict[str, Any]:
     """Validate the client's first message; NeuroEarError with one line saying what is wrong."""
     try:
         cfg = json.loads(text)
@@ -201,8 +200,9 @@ def parse_config(text: str, *, labels: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(channels, int) or not (1 <= channels <= MAX_CHANNELS):
         raise NeuroEarError(f"channels must be 1-{MAX_CHANNELS}, got {channels!r}")
     hop = cfg.get("hop", 1.0)
-    if not isinstance(hop, (int, float)) or not (HOP_RANGE[0] <= hop <= HOP_RANGE[1]):
-        raise NeuroEarError(f"hop must be between {HOP_RANGE[0]:g} and {HOP_RANGE[1]:g} s, got {hop!r}")
+    if not isinstance(hop, (int, float)):
+        raise NeuroEarError(f"hop must be a number of seconds, got {hop!r}")
+    check_hop(hop)  # listen's own bounds and message
     hysteresis, smooth = cfg.get("hysteresis", 0.0), cfg.get("smooth", 1)
     if not isinstance(hysteresis, (int, float)) or not isinstance(smooth, int):
         raise NeuroEarError("hysteresis must be a number and smooth a whole number of hops")
@@ -222,8 +222,8 @@ async def serve_socket(ws: Any, detector: Any, registry: LiveRegistry) -> None:
     try:
         try:
             first = await asyncio.wait_for(ws.receive_text(), CONFIG_TIMEOUT_SECONDS)
-            cfg = parse_config(first, labels=detector.labels)
-            policy = Policy(PolicyConfig.build(detector.labels, detector.thresholds, hysteresis=cfg["hysteresis"], smooth=cfg["smooth"]))
+            cfg = parse_config(first)
+            policy = make_policy(detector, hysteresis=cfg["hysteresis"], smooth=cfg["smooth"])
         except (asyncio.TimeoutError, NeuroEarError, KeyError, TypeError) as exc:
             msg = str(exc) if isinstance(exc, NeuroEarError) else "send the JSON configuration first, e.g. {\"rate\": 48000, \"hop\": 0.5}"
             await _fail(ws, msg, code=1008)
