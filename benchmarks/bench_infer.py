@@ -94,17 +94,12 @@ def _analyze_once(det, path: Path, *, batch: int) -> int:
     """``neuroear analyze FILE --format jsonl > /dev/null`` in-process: returns the rows written."""
     from neuroear import analyze
 
-    old = analyze.BATCH
-    analyze.BATCH = batch
-    try:
-        with open(os.devnull, "w") as sink:
-            w = analyze.Writer("jsonl", det.labels, sink)
-            n = 0
-            for r in analyze.analyze_file(path, detector=det):
-                w.write(r)
-                n += 1
-    finally:
-        analyze.BATCH = old
+    with open(os.devnull, "w") as sink:
+        w = analyze.Writer("jsonl", det.labels, sink)
+        n = 0
+        for r in analyze.analyze_file(path, detector=det, batch=batch):
+            w.write(r)
+            n += 1
     return n
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from neuroear import audio
 from neuroear.framing import Framing
 from neuroear.live.sources import Block, Source
 from neuroear.live.streamer import Streamer, Window
@@ -107,10 +108,6 @@ class Stats:
 OnHop = Callable[[Window, np.ndarray, Stats], bool]
 OnTick = Callable[[Stats], None]
 OnBlocks = Callable[[list[Block]], None]
-
-
-def _peak_dbfs(peak: float) -> float:
-    return float(20 * np.log10(peak)) if peak > 1e-6 else -120.0
 
 
 def run(
@@ -220,7 +217,7 @@ def run(
             if streamer.peak >= CLIP_LEVEL:
                 stats.clip_until = now + CLIP_HOLD_SECONDS
             if blocks:
-                pk = _peak_dbfs(streamer.peak)
+                pk = float(audio.dbfs(np.float64(streamer.peak)))
                 stats.peak_max_dbfs = max(stats.peak_max_dbfs, pk)
                 if pk >= stats.peak_dbfs or now >= stats.peak_until:
                     stats.peak_dbfs, stats.peak_until = pk, now + PEAK_HOLD_SECONDS

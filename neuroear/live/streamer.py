@@ -69,7 +69,6 @@ class Streamer:
         self.max_lag = None if max_lag is None else int(max_lag)
         self.stop_at = None if stop_at is None else int(stop_at)
         self.framer = Framer(window=self.window, hop=self.hop, sample_rate=framing.sample_rate, min_tail=min_tail)
-        self.min_tail = self.framer.min_tail
         self.reset()
 
     def reset(self) -> None:
@@ -94,10 +93,6 @@ class Streamer:
     def count(self) -> int:
         """Windows emitted or dropped so far (the next window's index)."""
         return self.framer.next_start // self.hop
-
-    @property
-    def next_start(self) -> int:
-        return self.framer.next_start
 
     @property
     def dropped(self) -> int:
