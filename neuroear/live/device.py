@@ -16,7 +16,7 @@ import numpy as np
 
 from neuroear.errors import NeuroEarError
 from neuroear.live import pulse
-from neuroear.live.choose import DeviceInfo, resolve_device
+from neuroear.live.choose import DeviceInfo, pick_device, resolve_device
 from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, Block
 from neuroear.stderr import muted as _quiet_stderr  # PortAudio probes ALSA/JACK on fd 2
 
@@ -279,10 +279,16 @@ class DeviceSource:
             with _quiet_stderr():
                 devices = _device_list(self._pa)
             info = None
-            for spec in (self.info.name, self._spec):
+            if self.pulse_source is None:
+                # a PortAudio device is looked up among PortAudio's devices only: asking the sound
+                # server (pactl, up to seconds) on every try would stall the consumer while a mic is out
+                for spec in (self.info.name, self._spec):
+                    with contextlib.suppress(NeuroEarError):
+                        info = pick_device(devices, spec)
+                        break
+            else:
                 with contextlib.suppress(NeuroEarError):
-                    info, _ = resolve_device(devices, spec)
-                    break
+                    info, _ = resolve_device(devices, pulse.PREFIX + self.pulse_source)
             if info is None or info.channels < self.channels:
                 raise NeuroEarError("device not back yet")
             self.info = info
