@@ -35,16 +35,10 @@ RATE = 44_100  # Hz: files are written at a common archive rate, so both engines
 
 def base_audio() -> np.ndarray:
     """The real dev clips end to end at RATE (mono), or the example clip if the set is absent."""
-    import soundfile as sf
-    import soxr
+    from neuroear import audio
 
     clips = sorted(DEV.glob("*/*.flac")) or [ROOT / "neuroear" / "examples" / "example.ogg"]
-    parts = []
-    for c in clips:
-        x, sr = sf.read(str(c), dtype="float32", always_2d=True)
-        x = x.mean(axis=1)
-        parts.append(soxr.resample(x, sr, RATE).astype(np.float32) if sr != RATE else x)
-    return np.concatenate(parts)
+    return np.concatenate([audio.load(c, sample_rate=RATE) for c in clips])
 
 
 def write_set(folder: Path, files: int, seconds: float) -> float:

@@ -141,16 +141,17 @@ class Writer:
     def _table_row(self, r: WindowResult) -> str:
         """A table row with full label names when the terminal is wide enough; else start, end and
         the active labels with their probabilities (names never cut, no wrapped lines)."""
-        import shutil
-
-        name_w = max(4, max((len(lab) for lab in self.labels), default=4))
-        width = shutil.get_terminal_size((100, 24)).columns
-        wide = 16 + 2 + len(self.labels) * (name_w + 1) + 8 <= width
         head = ""
-        if not self._header:
+        if not self._header:  # the layout is chosen once, with the header, so rows always match it
+            import shutil
+
             self._header = True
+            self._name_w = name_w = max(4, max((len(lab) for lab in self.labels), default=4))
+            width = shutil.get_terminal_size((100, 24)).columns
+            self._wide = wide = 16 + 2 + len(self.labels) * (name_w + 1) + 8 <= width
             cols = " ".join(f"{lab:>{name_w}}" for lab in self.labels) if wide else "active (probability)"
             head = f"{'start':>7} {'end':>7}  {cols}" + ("  active" if wide else "") + "\n"
+        name_w, wide = self._name_w, self._wide
         if wide:
             cells = " ".join(f"{p:>{name_w}.2f}" for p in r.probs)
             return head + f"{r.start:7.2f} {r.end:7.2f}  {cells}  {', '.join(r.active) or '-'}\n"
