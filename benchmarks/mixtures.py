@@ -97,20 +97,28 @@ def score(det: Detector, windows: np.ndarray, truth: list[list[str]]) -> dict:
     }
 
 
-def dev_sets(dev: Path, rate: int, window: int, *, n: int, seed: int) -> dict[str, tuple[np.ndarray, list[list[str]]]]:
-    """``dev-solo`` and ``dev-mixtures``: windows [n, window] at ``rate`` and their true label sets."""
+def dev_sets(
+    dev: Path, rate: int, window: int, *, n: int, seed: int, context: int = 0
+) -> dict[str, tuple[np.ndarray, list[list[str]]]]:
+    """``dev-solo`` and ``dev-mixtures``: windows [n, context + window] at ``rate`` and their true
+    label sets. ``context`` samples before each window (zeros before a clip's start) are for models
+    that read the past; the scored windows and their truth are the same for every ``context``."""
     clips = dev_clips(dev, rate)
     mixes = make_mixtures(clips, n=n, seed=seed, window=window)
     return {
-        "dev-solo": (np.concatenate([frame(x, window) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // window)]),
-        "dev-mixtures": (np.concatenate([frame(m, window) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
+        "dev-solo": (np.concatenate([frame(x, window, context) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // window)]),
+        "dev-mixtures": (np.concatenate([frame(m, window, context) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
     }
 
 
-def frame(x: np.ndarray, window: int) -> np.ndarray:
-    """Consecutive full windows [n, window] of x (hop = window)."""
+def frame(x: np.ndarray, window: int, context: int = 0) -> np.ndarray:
+    """Consecutive full windows of x (hop = window) as [n, context + window]: each with the
+    ``context`` samples before it, zeros before the start (as a stream that just began)."""
     n = x.size // window
-    return x[: n * window].reshape(n, window)
+    if not context:
+        return x[: n * window].reshape(n, window)
+    padded = np.concatenate([np.zeros(context, x.dtype), x[: n * window]])
+    return np.stack([padded[k * window : k * window + context + window] for k in range(n)]) if n else np.zeros((0, context + window), x.dtype)
 
 
 def unknown_windows(real_train: Path, rate: int, window: int) -> np.ndarray:

@@ -1,14 +1,19 @@
 """The seed's two studies, reproducible: optimisers (SGD, Nesterov, Adagrad, Adadelta, Adam with
 torch defaults) and plain vs residual blocks — same data, same budget, several seeds each —
-and issue 13's front-end question: the CQT hop (512 samples = 32 ms vs 256 = 16 ms) on the
-13-label data and mix of a recipe (``--recipe``), scored on validation and, with ``--dev``,
-on the real dev set and its mixtures (reported, never used to choose thresholds).
+and issue 13's front-end questions on the 13-label data and mix of a recipe (``--recipe``):
+``hop``, the CQT hop (512 samples = 32 ms vs 256 = 16 ms); ``frontend``, today's band (16 kHz,
+84 bins C1–B7, top 3.95 kHz) vs a wider one (24 kHz input, 97 bins C1–C9, top 8.37 kHz, hop 768
+= the same 32 ms) vs two seconds of context before the window (the output still scores the
+latest second). Scored on validation and, with ``--dev``, on the real dev set and its mixtures
+(reported, never used to choose thresholds).
 
     python benchmarks/study.py optimizers --steps 800 --val-every 100 --seeds 0 1 2 --threads 1 \
         --real ../shared/data/real-train --rendered runs/render-train/manifest.jsonl
     python benchmarks/study.py blocks --steps 800 --val-every 100 --seeds 0 1 2 --threads 1 \
         --plain-from benchmarks/results/study-optimizers.json ...
     python benchmarks/study.py hop --recipe models/recipes/neuroear-v4.json --steps 1200 --val-every 200 \
+        --seeds 0 1 --dev ../shared/data/real-dev --real ../shared/data/real-train --rendered runs/render-train/manifest.jsonl
+    python benchmarks/study.py frontend --recipe models/recipes/neuroear-v4.json --steps 1000 --val-every 250 \
         --seeds 0 1 --dev ../shared/data/real-dev --real ../shared/data/real-train --rendered runs/render-train/manifest.jsonl
 
 Writes benchmarks/results/study-<what>.json (every run's loss curves and scores) and
@@ -58,12 +63,17 @@ def dev_windows(dev: str, cfg) -> dict[str, tuple[np.ndarray, list[list[str]]]]:
     import mixtures as M
 
     rate = cfg.cqt.sample_rate
-    sets = M.dev_sets(Path(dev), rate, rate, n=300, seed=0)  # one-second windows, mixtures.py's defaults
+    context = cfg.cqt.input_samples - cfg.cqt.window_samples
+    sets = M.dev_sets(Path(dev), rate, rate, n=300, seed=0, context=context)  # one-second windows, mixtures.py's defaults
     return {"dev": sets["dev-solo"], "dev_mixtures": sets["dev-mixtures"]}
 
 
+DEV_METRICS = ("macro_f1", "exact_set", "false_per_window")
+
+
 def score_dev(res, sets: dict) -> dict[str, float]:
-    """Macro F1 of a trained run (torch, its calibrated thresholds) on each of ``sets``."""
+    """``<set>_<metric>`` of a trained run (torch, its calibrated thresholds) on each of ``sets``:
+    macro F1, exact-set rate and false labels per window (mixtures.score)."""
     if not sets:
         return {}
     import mixtures as M
@@ -78,7 +88,8 @@ def score_dev(res, sets: dict) -> dict[str, float]:
         def predict(x: np.ndarray) -> np.ndarray:
             return T._predict(res.model, x.astype(np.float32))
 
-    return {name: M.score(Net, x, t)["macro_f1"] for name, (x, t) in sets.items()}
+    scores = {name: M.score(Net, x, t) for name, (x, t) in sets.items()}
+    return {f"{name}_{m}": sc[m] for name, sc in scores.items() for m in DEV_METRICS}
 
 
 def main() -> None:
@@ -86,7 +97,7 @@ def main() -> None:
     from neuroear.training.export import git_commit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["optimizers", "blocks", "hop"])
+    ap.add_argument("what", choices=["optimizers", "blocks", "hop", "frontend"])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--real", action="append", default=[])
@@ -98,8 +109,9 @@ def main() -> None:
         "--plain-from",
         help="blocks only: take the plain arm from this optimizers-study JSON (its Adam runs are the same runs)",
     )
-    ap.add_argument("--recipe", help="hop only: labels and mix from this training config (JSON)")
-    ap.add_argument("--dev", help="hop only: also score each run on this real dev set and on mixtures of it")
+    ap.add_argument("--recipe", help="hop, frontend: labels and mix from this training config (JSON)")
+    ap.add_argument("--dev", help="hop, frontend: also score each run on this real dev set and on mixtures of it")
+    ap.add_argument("--variants", nargs="+", help="frontend: run only these arms (default: all)")
     args = ap.parse_args()
 
     base = T.TrainConfig(
@@ -115,6 +127,16 @@ def main() -> None:
     if args.recipe:
         recipe = T.TrainConfig.from_dict(json.loads(Path(args.recipe).read_text()))
         base = replace(base, labels=recipe.labels, mix=recipe.mix, cqt=recipe.cqt, net=recipe.net)
+    if args.what == "frontend":
+        variants = {
+            "base": {"cqt": base.cqt},
+            "wide24k": {"cqt": replace(base.cqt, sample_rate=24_000, hop_length=768, n_bins=97)},
+            "context2s": {"cqt": replace(base.cqt, context_seconds=2.0)},
+        }
+        variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
+        runs = frontend_runs(base, variants, args)
+        write_results(args, base, variants, runs)
+        return
     clips = T.load_clips(base, Path(args.cache))  # decoded once, shared by every run
     dev_sets = dev_windows(args.dev, base) if args.dev else {}
     if args.what == "hop":
@@ -130,29 +152,61 @@ def main() -> None:
         for seed in args.seeds:
             if any(r["variant"] == name and r["seed"] == seed for r in runs):
                 continue
-            cfg = replace(base, seed=seed, **change)
-            t0 = time.time()
-            res = T.train(cfg, clips=clips, log=lambda s: None)
-            runs.append(
-                {
-                    "variant": name,
-                    "seed": seed,
-                    "seconds": round(time.time() - t0, 1),
-                    "history": res.history,
-                    "val_macro_f1_at_0.5": res.history[-1]["val_macro_f1"],
-                    "val_macro_f1_calibrated": res.val["calibrated"]["macro"]["f1"],
-                    "plateau_step": plateau_step(res.history),
-                    **{f"{k}_macro_f1": v for k, v in score_dev(res, dev_sets).items()},
-                }
-            )
-            print(json.dumps({k: v for k, v in runs[-1].items() if k != "history"}), flush=True)
+            runs.append(one_run(replace(base, seed=seed, **change), name, clips, dev_sets))
+    write_results(args, base, variants, runs)
+
+
+def one_run(cfg, name: str, clips, dev_sets: dict) -> dict:
+    """Train ``cfg`` on ``clips``; its scores on validation and on ``dev_sets``."""
+    from neuroear.training import train as T
+
+    t0 = time.time()
+    res = T.train(cfg, clips=clips, log=lambda s: None)
+    run = {
+        "variant": name,
+        "seed": cfg.seed,
+        "seconds": round(time.time() - t0, 1),
+        "history": res.history,
+        "val_macro_f1_at_0.5": res.history[-1]["val_macro_f1"],
+        "val_macro_f1_calibrated": res.val["calibrated"]["macro"]["f1"],
+        "plateau_step": plateau_step(res.history),
+        **score_dev(res, dev_sets),
+    }
+    print(json.dumps({k: v for k, v in run.items() if k != "history"}), flush=True)
+    return run
+
+
+def frontend_runs(base, variants: dict, args) -> list[dict]:
+    """Every arm × seed; clips and dev windows are rebuilt only when the arm's rate or context changes
+    (the same recordings and renders, decoded at the arm's rate)."""
+    from neuroear.training import train as T
+
+    runs, loaded = [], {}
+    for name, change in variants.items():
+        cfg0 = replace(base, **change)
+        key = (cfg0.cqt.sample_rate, cfg0.cqt.context_seconds)
+        if key not in loaded:
+            loaded.clear()  # one rate's clips in memory at a time
+            loaded[key] = (T.load_clips(cfg0, Path(args.cache)), dev_windows(args.dev, cfg0) if args.dev else {})
+        clips, dev_sets = loaded[key]
+        for seed in args.seeds:
+            runs.append(one_run(replace(cfg0, seed=seed), name, clips, dev_sets))
+    return runs
+
+
+def write_results(args, base, variants: dict, runs: list[dict]) -> None:
+    """benchmarks/results/study-<what>.{json,png}: every run, and the mean ± spread per arm."""
+    from neuroear.training.export import git_commit
+
+    dev_keys = sorted({k for r in runs for k in r if k.startswith("dev")})
     summary = {}
     for name in variants:
         rs = [r for r in runs if r["variant"] == name]
         f1 = np.array([r["val_macro_f1_calibrated"] for r in rs])
         pl = np.array([r["plateau_step"] for r in rs])
         summary[name] = {
-            **{f"{k}_macro_f1_mean": float(np.mean([r[f"{k}_macro_f1"] for r in rs])) for k in dev_sets},
+            **{f"{k}_mean": float(np.mean([r[k] for r in rs])) for k in dev_keys},
+            **{f"{k}_std": float(np.std([r[k] for r in rs])) for k in dev_keys},
             "val_macro_f1_mean": float(f1.mean()),
             "val_macro_f1_std": float(f1.std()),
             "plateau_step_mean": float(pl.mean()),
@@ -176,7 +230,8 @@ def main() -> None:
     (RESULTS / f"study-{args.what}.json").write_text(json.dumps(out, indent=1) + "\n")
     plot(runs, list(variants), RESULTS / f"study-{args.what}.png", title=f"{args.what}: {len(args.seeds)} seeds × {args.steps} steps of 32 windows")
     for name, s in summary.items():
-        print(f"{name:10s} F1 {s['val_macro_f1_mean']:.3f} ± {s['val_macro_f1_std']:.3f}   plateau step {s['plateau_step_mean']:.0f} ± {s['plateau_step_std']:.0f}")
+        dev = "  ".join(f"{k} {s[k + '_mean']:.3f} ± {s[k + '_std']:.3f}" for k in dev_keys)
+        print(f"{name:10s} F1 {s['val_macro_f1_mean']:.3f} ± {s['val_macro_f1_std']:.3f}   plateau step {s['plateau_step_mean']:.0f} ± {s['plateau_step_std']:.0f}  {dev}")
 
 
 def plot(runs: list[dict], variants: list[str], out: Path, *, title: str) -> None:

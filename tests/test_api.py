@@ -52,7 +52,9 @@ def test_listen_yields_the_detections_of_predict(clip, detector):
     got = list(neuroear.listen(input=clip, hop=0.5, threads=1))
     starts, windows = framing.windows(audio.load(clip, sample_rate=detector.sample_rate), hop=8000)
     assert [d.start for d in got] == list(starts / detector.sample_rate)
-    np.testing.assert_allclose(np.stack([d.probs for d in got]), detector.predict(windows), rtol=0, atol=1e-5)
+    # listen runs one window per call, predict a batch: ONNX Runtime's kernels may sum in another
+    # order per batch size (seen: 1.4e-5 on one machine), far below any decision's resolution
+    np.testing.assert_allclose(np.stack([d.probs for d in got]), detector.predict(windows), rtol=0, atol=1e-4)
     assert all(isinstance(d, neuroear.Detection) and d.labels == detector.labels for d in got)
     assert [d.active for d in got] == [tuple(a) for a in detector.active(np.stack([d.probs for d in got]))]
 

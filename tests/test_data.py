@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SR, has_module, tone
+from neuroear import framing
 from neuroear.training import augment as A
 from neuroear.training import data as D
 from neuroear.errors import NeuroEarError
@@ -40,7 +41,7 @@ def test_window_labels_follow_the_notes_and_the_level() -> None:
 def test_sampler_batches_are_labelled_bounded_and_reproducible(library: str) -> None:
     cfg = D.MixConfig(mix_p=0.5, negative_p=0.1, augment_library=library)
     x, y = D.Sampler(clips(), LABELS, cfg=cfg, seed=3).batch(48)
-    assert x.shape == (48, D.WIN) and x.dtype == np.float32 and y.shape == (48, 3)
+    assert x.shape == (48, framing.WINDOW_SAMPLES) and x.dtype == np.float32 and y.shape == (48, 3)
     assert np.isfinite(x).all() and np.abs(x).max() <= 1.0
     assert set(np.unique(y)) <= {0.0, 1.0}
     assert (y.sum(1) >= 2).any()  # mixtures
@@ -190,3 +191,47 @@ def test_split_keeps_the_stems_of_a_song_together(tmp_path) -> None:
         assert len({D.split_of(c.group) for c in got if c.group == song}) == 1
     splits = {str(p): split for p, _, split in D.labelled_splits(tmp_path)}
     assert splits == {c.name: D.split_of(c.group) for c in got}  # the scripts' split is training's
+
+
+def clips_at(rate: int) -> list[D.Clip]:
+    """``clips()`` at another rate: the same tones, the violin silent for its first 2 s."""
+    out = []
+    for c in clips():
+        x = np.tile(tone({"piano": 220.0, "violin": 440.0, "flute": 880.0}[c.label], 1.0, sr=rate), 4)
+        if c.label == "violin":
+            x[: 2 * rate] = 0.0
+        out.append(D.Clip(np.round(x * 32767).astype(np.int16), c.label, "render", c.name, active=c.active, rate=rate))
+    return out
+
+
+def test_a_24k_sampler_frames_one_second_at_its_own_rate() -> None:
+    violin = clips_at(24_000)[1]
+    assert D.window_labels(violin, 2 * 24_000) and not D.window_labels(violin, 0)
+    # 10 ms frames at 24 kHz are 240 samples: 0.1 s of notes is below the 0.15 s a label needs, 0.2 s is not
+    assert not D.window_labels(violin, 24_000 + 2_400) and D.window_labels(violin, 24_000 + 4_800)
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0)
+    s = D.Sampler(clips_at(24_000), LABELS, cfg=cfg, seed=0, rate=24_000)
+    x, y = s.batch(30)
+    assert x.shape == (30, 24_000) and y.shape == (30, 3)
+    spec = np.abs(np.fft.rfft(x[y[:, 2] == 1][0]))  # the 880 Hz tone lands on 880 Hz at 24 kHz
+    assert abs(np.argmax(spec) * 24_000 / x.shape[1] - 880.0) < 5.0
+
+
+def test_clips_and_sampler_rates_must_agree() -> None:
+    with pytest.raises(NeuroEarError, match="24000 Hz sampler"):
+        D.Sampler(clips(), LABELS, rate=24_000)
+    with pytest.raises(NeuroEarError, match="multiple of 100"):
+        D.frame_samples(22_050)
+
+
+def test_context_windows_label_only_their_latest_second() -> None:
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0)
+    s = D.Sampler(clips(), LABELS, cfg=cfg, seed=1, context=2.0)
+    x, y = s.batch(200)
+    assert x.shape == (200, 3 * SR)
+    violin = y[:, 1] == 1
+    assert violin.any()
+    # the violin clip is silent for its first 2 s: a labelled window's last second sounds, and
+    # windows whose past reaches into the silence (or before the clip) carry zeros there
+    assert all(np.abs(w[-SR:]).max() > 0.01 for w in x[violin])
+    assert any(np.abs(w[: SR // 2]).max() == 0.0 for w in x[violin])

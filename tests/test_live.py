@@ -105,7 +105,8 @@ def test_any_block_size_gives_the_windows_and_probs_of_analyze(clips, detector, 
     np.testing.assert_array_equal(starts, ref_starts)
     assert starts[1] - starts[0] == hop
     np.testing.assert_allclose(windows, ref_windows, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(probs, detector.predict(ref_windows), rtol=0, atol=1e-5)
+    # per-hop batches vs one batch: ONNX Runtime may sum in another order per batch size (~1e-5)
+    np.testing.assert_allclose(probs, detector.predict(ref_windows), rtol=0, atol=1e-4)
     assert stats.dropped == 0 and stats.hops == len(ref_starts)
     assert stats.stream_seconds == pytest.approx(3.3, abs=1e-3)
 

@@ -141,3 +141,31 @@ def test_spec_mask_only_in_training_and_within_its_widths():
     assert torch.equal(net(z), net(z))  # eval: deterministic, no masking
     net.train()
     assert not torch.equal(net(z), net(z))
+
+
+def test_a_context_model_reads_the_past_and_scores_the_latest_second(tmp_path) -> None:
+    import torch
+
+    from neuroear.errors import NeuroEarError
+    from neuroear.training import export as X
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    torch.manual_seed(0)
+    cqt = CQTConfig(context_seconds=2.0)
+    assert cqt.input_samples == 3 * cqt.window_samples
+    net = InstrumentNet(("a", "b"), cqt, NetConfig(channels=(4, 8))).eval()
+    x = torch.randn(2, cqt.input_samples) * 0.1
+    with torch.no_grad():
+        base = net(x)
+        past = x.clone()
+        past[:, : cqt.sample_rate] = 0.0  # change only the oldest second of the past
+        assert base.shape == (2, 2)
+        assert not torch.allclose(net(past), base)  # the past informs the decision
+    with pytest.raises(ValueError, match="PCEN"):
+        InstrumentNet(("a",), CQTConfig(context_seconds=1.0, norm="pcen"))
+    # the runtime frames one window per model input: a context model must not ship as if it were one
+    card = X.build_card(net, {"labels": ["a", "b"], "thresholds": {"a": 0.5, "b": 0.5}, "config": {}}, name="ctx")
+    with pytest.raises(NeuroEarError, match="context_seconds"):
+        X.export(net, card, tmp_path / "ctx.onnx")
+    assert not (tmp_path / "ctx.onnx").exists()

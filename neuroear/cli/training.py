@@ -50,7 +50,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from neuroear.training import music, render
 
     labels = tuple(args.labels.split(",")) if args.labels else music.LABELS
-    manifest = render.render_set(Path(args.out), families=args.family, labels=labels, seconds_per_label=args.seconds_per_label, seed=args.seed)
+    manifest = render.render_set(Path(args.out), families=args.family, labels=labels, seconds_per_label=args.seconds_per_label, seed=args.seed, sample_rate=args.sample_rate)
     say(f"{PROG}: manifest {manifest}")
     return 0
 
@@ -85,4 +85,5 @@ def register(sub: Any) -> None:
     r.add_argument("--labels", help="comma-separated labels (default: all)")
     r.add_argument("--seconds-per-label", type=float, default=600.0)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--sample-rate", type=int, default=16_000, help="Hz of the clips written (default 16000; training resamples to the model's rate)")
     r.set_defaults(func=cmd_render)

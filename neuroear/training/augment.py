@@ -1,7 +1,7 @@
 """Augmentation that imitates rooms and microphones: gain, coloured noise at random SNR,
 reverb, EQ tilt, band limits and soft clipping (the real dev set's guitar is distorted).
 
-Two back ends with the same contract, ``f(x [n] float32, rng, *, strength, distort_p) -> [n]``:
+Two back ends with the same contract, ``f(x [n] float32, rng, *, strength, distort_p, rate) -> [n]``:
 ``augment`` (NumPy, what neuroear-v1 trained with) and ``LibraryAugment`` (audiomentations +
 pyroomacoustics rooms, plus small pitch shifts and time stretches), chosen by
 ``training.data.MixConfig.augment_library``.
@@ -13,7 +13,7 @@ import numpy as np
 
 from neuroear import framing
 
-SR = framing.SAMPLE_RATE  # Hz: training audio is held at the shipped framing's rate
+SR = framing.SAMPLE_RATE  # Hz: the default training rate (a run augments at its own)
 
 
 def rms(x: np.ndarray) -> np.floating:
@@ -30,11 +30,11 @@ def coloured_noise(n: int, rng: np.random.Generator, colour: str) -> np.ndarray:
     return (x / (rms(x) + 1e-12)).astype(np.float32)
 
 
-def _filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _filter(x: np.ndarray, rng: np.random.Generator, rate: int) -> np.ndarray:
     """Random EQ tilt (±4 dB/octave) and band limits, applied as a smooth spectral gain."""
     n = x.size
     spec = np.fft.rfft(x)
-    f = np.maximum(np.fft.rfftfreq(n, 1.0 / SR), 20.0)
+    f = np.maximum(np.fft.rfftfreq(n, 1.0 / rate), 20.0)
     gain = (f / 1000.0) ** (rng.uniform(-0.65, 0.65))
     if rng.random() < 0.3:  # low-pass: phone, cheap mic, distance
         fc = rng.uniform(2000, 7000)
@@ -45,11 +45,11 @@ def _filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spec * gain, n).astype(np.float32)
 
 
-def _reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _reverb(x: np.ndarray, rng: np.random.Generator, rate: int) -> np.ndarray:
     """Convolve with an exponentially decaying noise tail (RT60 0.2–1.6 s), random wet mix."""
     rt60 = rng.uniform(0.2, 1.6)
-    n_ir = int(min(rt60, 1.0) * SR)
-    t = np.arange(n_ir) / SR
+    n_ir = int(min(rt60, 1.0) * rate)
+    t = np.arange(n_ir) / rate
     ir = rng.standard_normal(n_ir).astype(np.float32) * np.exp(-6.9 * t / rt60).astype(np.float32)
     ir[0] = 0.0
     ir /= np.sqrt(np.sum(ir**2)) + 1e-9
@@ -59,12 +59,14 @@ def _reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ((1 - mix) * x + mix * wet * (rms(x) / (rms(wet) + 1e-9))).astype(np.float32)
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, distort_p: float = 0.1) -> np.ndarray:
-    """Room/microphone augmentation of a segment [n] (float32); returns float32 [n] in [-1, 1]."""
+def augment(
+    x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, distort_p: float = 0.1, rate: int = SR
+) -> np.ndarray:
+    """Room/microphone augmentation of a segment [n] (float32) at ``rate`` Hz; returns float32 [n] in [-1, 1]."""
     if rng.random() < 0.5 * strength:
-        x = _filter(x, rng)
+        x = _filter(x, rng, rate)
     if rng.random() < 0.4 * strength:
-        x = _reverb(x, rng)
+        x = _reverb(x, rng, rate)
     if rng.random() < distort_p:
         peak = np.abs(x).max() + 1e-9
         drive = rng.uniform(2.0, 25.0)
@@ -98,12 +100,13 @@ class LibraryAugment:
     seeded here, so a run is reproducible when sampling is single-threaded (it is).
     """
 
-    def __init__(self, seed: int, *, n_rooms: int = 96) -> None:
+    def __init__(self, seed: int, *, n_rooms: int = 96, rate: int = SR) -> None:
         import random
 
         import audiomentations as A
         import pyroomacoustics as pra
 
+        self.rate = rate
         random.seed(seed)
         np.random.seed(seed % 2**32)
         rng = np.random.default_rng(seed)
@@ -115,12 +118,12 @@ class LibraryAugment:
                 e_abs, max_order = pra.inverse_sabine(rt60, dims)
             except ValueError:  # RT60 too long for so small a room
                 continue
-            room = pra.ShoeBox(dims, fs=SR, materials=pra.Material(e_abs), max_order=min(max_order, 17))
+            room = pra.ShoeBox(dims, fs=rate, materials=pra.Material(e_abs), max_order=min(max_order, 17))
             room.add_source(rng.uniform(0.4, dims - 0.4))
             room.add_microphone(rng.uniform(0.4, dims - 0.4))
             room.compute_rir()
             ir = np.asarray(room.rir[0][0], dtype=np.float32)
-            ir = ir[int(np.argmax(np.abs(ir))) :][: SR]  # align the direct path: no extra delay
+            ir = ir[int(np.argmax(np.abs(ir))) :][:rate]  # align the direct path: no extra delay
             self.rirs.append(ir / (np.sqrt(np.sum(ir**2)) + 1e-9))
 
         self._chains: dict[tuple[float, float], A.Compose] = {}  # one per (strength, distortion p)
@@ -141,12 +144,16 @@ class LibraryAugment:
             ]
         )
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, distort_p: float = 0.1) -> np.ndarray:
-        """Same contract as ``augment``: float32 [n] → float32 [n] in [-1, 1]."""
+    def __call__(
+        self, x: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0, distort_p: float = 0.1, rate: int = SR
+    ) -> np.ndarray:
+        """Same contract as ``augment``: float32 [n] → float32 [n] in [-1, 1] (``rate`` must be the bank's)."""
+        if rate != self.rate:
+            raise ValueError(f"room bank simulated at {self.rate} Hz, audio at {rate} Hz")
         key = (round(strength, 3), round(distort_p, 3))
         if key not in self._chains:
             self._chains[key] = self._chain(strength, distort_p)
-        x = self._chains[key](samples=np.ascontiguousarray(x, dtype=np.float32), sample_rate=SR)
+        x = self._chains[key](samples=np.ascontiguousarray(x, dtype=np.float32), sample_rate=rate)
         if self.rirs and rng.random() < 0.4 * strength:
             from scipy.signal import fftconvolve
 
@@ -154,5 +161,5 @@ class LibraryAugment:
             wet = fftconvolve(x, ir)[: x.size]
             x = (wet * (rms(x) / (rms(wet) + 1e-9))).astype(np.float32)
         if rng.random() < 0.5 * strength:
-            x = self.noise(samples=x.astype(np.float32), sample_rate=SR)
+            x = self.noise(samples=x.astype(np.float32), sample_rate=rate)
         return _random_peak_gain(x, rng)

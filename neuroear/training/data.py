@@ -27,9 +27,10 @@ from neuroear.resample import resample
 from neuroear.training.augment import LibraryAugment, augment, coloured_noise
 from neuroear.training.augment import rms as _rms
 
-SR = framing.SAMPLE_RATE
-WIN = framing.WINDOW_SAMPLES
-CONTEXT = SR // 2  # samples of audio before each window, so reverb tails come from real history
+SR = framing.SAMPLE_RATE  # Hz: the default training rate (a run trains at its CQTConfig.sample_rate)
+FRAMES_PER_SECOND = 100  # activity and level frames: 10 ms at any training rate
+HISTORY_SECONDS = 0.5  # s of audio augmented before each window, so reverb tails come from real history
+CONTEXT_CUT_P = 0.15  # chance a context model's past is cut short (a stream that just started: zeros before)
 MIN_ACTIVE_SECONDS = 0.15  # s of sounding notes a window needs to carry a rendered label
 REAL_QUIET_DB = 35.0  # dB below a real clip's loudest window: quieter windows carry no label
 PARTNER_DB = (-8.0, 3.0)  # dB: a labelled mixture partner's level relative to the lead (MixConfig.partner_db's default)
@@ -41,13 +42,13 @@ SONG_SOURCE_PREFIXES = ("mt5_",)
 
 @dataclass
 class Clip:
-    """One mono recording at 16 kHz with one label; ``active`` marks where it sounds.
+    """One mono recording at ``rate`` Hz with one label; ``active`` marks where it sounds.
 
     ``active`` is a boolean mask per 10 ms frame (None = the whole clip sounds where it is not
     much quieter than its loudest part). ``kind`` is "real" or "render".
     """
 
-    audio: np.ndarray  # int16 [samples] at 16 kHz (half the memory of float32)
+    audio: np.ndarray  # int16 [samples] at ``rate`` (half the memory of float32)
     label: str
     kind: str
     name: str
@@ -55,12 +56,21 @@ class Clip:
     active: np.ndarray | None = None
     group: str = ""  # what the train/validation split hashes (default: the name)
     level_db: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per 10 ms frame, dBFS
+    rate: int = SR  # Hz
 
     def __post_init__(self) -> None:
+        f = frame_samples(self.rate)
         x = self.audio.astype(np.float32) / 32768.0
-        n = max(1, -(-x.size // 160))
-        frames = np.pad(x, (0, n * 160 - x.size)).reshape(n, 160)
+        n = max(1, -(-x.size // f))
+        frames = np.pad(x, (0, n * f - x.size)).reshape(n, f)
         self.level_db = audio.dbfs(frames).astype(np.float32)
+
+
+def frame_samples(rate: int) -> int:
+    """Samples per 10 ms activity frame at ``rate`` Hz (a training rate must be a multiple of 100 Hz)."""
+    if rate % FRAMES_PER_SECOND:
+        raise NeuroEarError(f"training sample rate must be a multiple of {FRAMES_PER_SECOND} Hz, got {rate}")
+    return rate // FRAMES_PER_SECOND
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:
@@ -124,9 +134,14 @@ def labelled_splits(source: str | Path) -> list[tuple[Path, str, str]]:
 
 
 def load_real(
-    sources: Sequence[str | Path], labels: Sequence[str], *, cache: Path | None = None, negatives: bool = False
+    sources: Sequence[str | Path],
+    labels: Sequence[str],
+    *,
+    cache: Path | None = None,
+    negatives: bool = False,
+    rate: int = SR,
 ) -> list[Clip]:
-    """Decode real recordings (labels outside ``labels`` are skipped) into 16 kHz clips.
+    """Decode real recordings (labels outside ``labels`` are skipped) into clips at ``rate`` Hz.
 
     With ``negatives``, files labelled ``NEGATIVE_LABEL`` are loaded too (label "other"): real
     instruments the model must not name. Each clip's ``group`` (the split key) comes from
@@ -137,25 +152,27 @@ def load_real(
     groups: dict[str, str] = {}
     for s_ in sources:
         groups.update(split_groups(s_))
-    key = hashlib.sha1(json.dumps([[str(p), lab] for p, lab in pairs]).encode()).hexdigest()[:12]
+    frame_samples(rate)  # refuse a rate the activity frames cannot use before decoding anything
+    listed = [[str(p), lab] for p, lab in pairs]
+    key = hashlib.sha1(json.dumps(listed if rate == SR else [rate, listed]).encode()).hexdigest()[:12]
     cache_file = cache / f"real-{key}.npz" if cache else None
     if cache_file and cache_file.is_file():
         z = np.load(cache_file, allow_pickle=False)
         names, labs = [str(n) for n in z["names"]], [str(lab) for lab in z["labels"]]
         offsets, pcm = z["offsets"], z["audio"]  # read each array once: NpzFile re-reads on every access
         return [
-            Clip(pcm[offsets[i] : offsets[i + 1]], labs[i], "real", names[i], group=groups.get(names[i], names[i]))
+            Clip(pcm[offsets[i] : offsets[i + 1]], labs[i], "real", names[i], group=groups.get(names[i], names[i]), rate=rate)
             for i in range(len(names))
         ]
     clips = []
     for p, lab in pairs:
         try:
-            x = audio.load(p, sample_rate=SR)
+            x = audio.load(p, sample_rate=rate)
         except NeuroEarError as exc:
             warnings.warn(f"skipping {exc}", stacklevel=2)
             continue
-        if x.size >= SR // 4:
-            clips.append(Clip(_to_int16(x), lab, "real", str(p), group=groups.get(str(p), str(p))))
+        if x.size >= rate // 4:
+            clips.append(Clip(_to_int16(x), lab, "real", str(p), group=groups.get(str(p), str(p)), rate=rate))
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [c.audio.size for c in clips])
@@ -169,8 +186,9 @@ def load_real(
     return clips
 
 
-def load_rendered(manifest: Path, labels: Sequence[str]) -> list[Clip]:
-    """Clips listed in a ``training.render`` manifest.jsonl, with 10 ms activity masks."""
+def load_rendered(manifest: Path, labels: Sequence[str], *, rate: int = SR) -> list[Clip]:
+    """Clips listed in a ``training.render`` manifest.jsonl at ``rate`` Hz (resampled if the
+    render's rate differs), with 10 ms activity masks."""
     import soundfile as sf
 
     clips = []
@@ -181,28 +199,30 @@ def load_rendered(manifest: Path, labels: Sequence[str]) -> list[Clip]:
         m = json.loads(line)
         if m["label"] not in labels:
             continue
-        x, rate = sf.read(str(root / m["file"]), dtype="int16")
-        if rate != SR:
-            x = _to_int16(resample(x.astype(np.float32) / 32768.0, rate, SR))
-        active = np.zeros(max(1, -(-x.size // 160)), dtype=bool)
+        x, file_rate = sf.read(str(root / m["file"]), dtype="int16")
+        if file_rate != rate:
+            x = _to_int16(resample(x.astype(np.float32) / 32768.0, file_rate, rate))
+        active = np.zeros(max(1, -(-x.size // frame_samples(rate))), dtype=bool)
         for on, off in m["notes"]:
-            active[int(on * 100) : int(np.ceil(off * 100))] = True
-        clips.append(Clip(x, m["label"], "render", m["file"], family=m.get("family", ""), active=active))
+            active[int(on * FRAMES_PER_SECOND) : int(np.ceil(off * FRAMES_PER_SECOND))] = True
+        clips.append(Clip(x, m["label"], "render", m["file"], family=m.get("family", ""), active=active, rate=rate))
     return clips
 
 
-def window_labels(clip: Clip, start: int) -> bool:
-    """Whether ``clip`` sounds in window [start, start + WIN) (start may be negative)."""
-    a, b = max(0, start // 160), max(0, (start + WIN) // 160)
+def window_labels(clip: Clip, start: int, length: int | None = None) -> bool:
+    """Whether ``clip`` sounds in [start, start + length) samples (default: one second; start may be negative)."""
+    f = frame_samples(clip.rate)
+    length = clip.rate if length is None else length
+    a, b = max(0, start // f), max(0, (start + length) // f)
     if b <= a:
         return False
     if clip.active is not None:
-        return int(clip.active[a:b].sum()) >= int(MIN_ACTIVE_SECONDS * 100)
+        return int(clip.active[a:b].sum()) >= int(MIN_ACTIVE_SECONDS * FRAMES_PER_SECOND)
     lv = clip.level_db[a:b]
     if lv.size == 0:
         return False
     loud = float(clip.level_db.max())
-    return int((lv > max(loud - REAL_QUIET_DB, -60.0)).sum()) >= int(MIN_ACTIVE_SECONDS * 100)
+    return int((lv > max(loud - REAL_QUIET_DB, -60.0)).sum()) >= int(MIN_ACTIVE_SECONDS * FRAMES_PER_SECOND)
 
 
 def crop(clip: Clip, start: int, length: int) -> np.ndarray:
@@ -259,11 +279,30 @@ class MixConfig:
 
 
 class Sampler:
-    """Draws labelled training windows: x [batch, WIN] float32, y [batch, n_labels] float32."""
+    """Draws labelled training windows: x [batch, context + window] float32 at ``rate`` Hz,
+    y [batch, n_labels] float32 for the window (the input's latest second).
+
+    ``context`` (s) is audio before the window that a context model also reads; its labels are
+    not the target. The clips must be at ``rate``.
+    """
 
     def __init__(
-        self, clips: list[Clip], labels: Sequence[str], *, cfg: MixConfig = MixConfig(), seed: int = 0, strict: bool = True
+        self,
+        clips: list[Clip],
+        labels: Sequence[str],
+        *,
+        cfg: MixConfig = MixConfig(),
+        seed: int = 0,
+        strict: bool = True,
+        rate: int = SR,
+        context: float = 0.0,
     ) -> None:
+        if any(c.rate != rate for c in clips):
+            raise NeuroEarError(f"clips at {sorted({c.rate for c in clips})} Hz given to a {rate} Hz sampler")
+        self.rate = rate
+        self.win = int(round(rate * framing.WINDOW_SECONDS))
+        self.context = int(round(rate * context))  # model input before the window
+        self.history = int(rate * HISTORY_SECONDS)  # augmented but not returned
         self.labels = tuple(labels)
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
@@ -295,7 +334,7 @@ class Sampler:
         if cfg.augment_library == "numpy":
             self.augment = augment
         elif cfg.augment_library == "audiomentations":
-            self.augment = LibraryAugment(seed)
+            self.augment = LibraryAugment(seed, rate=rate)
         else:
             raise NeuroEarError(f"unknown augment_library {cfg.augment_library!r}: numpy or audiomentations")
         if self.drawable.size == 0:
@@ -317,32 +356,42 @@ class Sampler:
         else:
             clip = pool[min(int(np.searchsorted(cdf, self.rng.random(), side="right")), len(pool) - 1)]
         # windows may start a little before the clip, so onsets after silence are seen too
-        lo, hi = -WIN // 3, max(-WIN // 3 + 1, clip.audio.size - (2 * WIN) // 3)
+        win = self.win
+        lo, hi = -win // 3, max(-win // 3 + 1, clip.audio.size - (2 * win) // 3)
         for _ in range(4):  # prefer sounding windows
             start = int(self.rng.integers(lo, hi))
-            on = window_labels(clip, start)
+            on = window_labels(clip, start, win)
             if on:
                 break
-        seg = crop(clip, start - CONTEXT, CONTEXT + WIN)
+        before = self.history + self.context
+        seg = crop(clip, start - before, before + win)
         if not augment:
             return seg, on
         distort = self.cfg.guitar_distort_p if label == "guitar" else 0.05
-        seg = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort)
+        seg = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort, rate=self.rate)
         return seg, on
 
     def one(self) -> tuple[np.ndarray, np.ndarray]:
-        """One window [WIN] and its multi-hot label vector [n_labels]."""
+        """One model input [context + window] and the window's multi-hot label vector [n_labels]."""
+        x, y = self._one()
+        if self.context and self.rng.random() < CONTEXT_CUT_P:
+            x[: int(self.rng.integers(1, self.context + 1))] = 0.0
+        return x, y
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray]:
         y = np.zeros(len(self.labels), dtype=np.float32)
-        n = CONTEXT + WIN
+        win, rate = self.win, self.rate
+        out = self.context + win
+        n = self.history + out
         if self.rng.random() < self.cfg.negative_p:
             colour = self.rng.choice(["white", "pink", "brown"])
             x = coloured_noise(n, self.rng, colour) * 10 ** (self.rng.uniform(-70, -15) / 20)
-            return x[-WIN:].astype(np.float32), y
+            return x[-out:].astype(np.float32), y
         # drawn only when enabled, so configs without them keep their exact random stream
         if self.others and self.cfg.other_p > 0 and self.rng.random() < self.cfg.other_p:
             seg, _ = self._draw(NEGATIVE_LABEL)
-            x = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
-            return x[-WIN:], y
+            x = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0, rate=rate)
+            return x[-out:], y
         k = 1
         if self.rng.random() < self.cfg.mix_p:
             k = 3 if self.rng.random() < self.cfg.third_p else 2
@@ -350,32 +399,32 @@ class Sampler:
         x = np.zeros(n, dtype=np.float32)
         for j, li in enumerate(chosen):
             seg, on = self._draw(self.labels[li])
-            rms = _rms(seg[-WIN:]) + 1e-9
+            rms = _rms(seg[-win:]) + 1e-9
             gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(*self.cfg.partner_db) / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
         if self.others and self.cfg.other_partner_p > 0 and self.rng.random() < self.cfg.other_partner_p:
             seg, _ = self._draw(NEGATIVE_LABEL)
-            x += seg / (_rms(seg[-WIN:]) + 1e-9) * 10 ** (self.rng.uniform(*self.cfg.partner_db) / 20) * 0.1
+            x += seg / (_rms(seg[-win:]) + 1e-9) * 10 ** (self.rng.uniform(*self.cfg.partner_db) / 20) * 0.1
         # drawn only when enabled, so configs without a bed keep their exact random stream
         if self.cfg.background_p > 0 and y.any() and self.rng.random() < self.cfg.background_p:
-            x += self._background(n, float(_rms(x[-WIN:])))
-        x = self.augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0)
-        return x[-WIN:], y
+            x += self._background(n, float(_rms(x[-win:])))
+        x = self.augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0, rate=rate)
+        return x[-out:], y
 
     def _background(self, n: int, fg_rms: float) -> np.ndarray:
         """An unlabelled bed [n] of 2–4 instruments, in total ``cfg.background_db`` dB below ``fg_rms``."""
         bed = np.zeros(n, dtype=np.float32)
         for li in self.rng.choice(self.drawable, size=int(self.rng.integers(2, 5))):
             seg, _ = self._draw(self.labels[li], augment=False)
-            bed += seg / (_rms(seg[-WIN:]) + 1e-9)
-        rms = float(_rms(bed[-WIN:]))
+            bed += seg / (_rms(seg[-self.win :]) + 1e-9)
+        rms = float(_rms(bed[-self.win :]))
         if rms < 1e-9:
             return bed
         lo, hi = self.cfg.background_db
         return bed * (fg_rms / rms * 10 ** (-self.rng.uniform(lo, hi) / 20))
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """x [size, WIN] float32 in [-1, 1], y [size, n_labels] float32 multi-hot."""
+        """x [size, context + window] float32 in [-1, 1], y [size, n_labels] float32 multi-hot."""
         xs, ys = zip(*(self.one() for _ in range(size)))
         return np.stack(xs), np.stack(ys)

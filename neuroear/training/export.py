@@ -95,6 +95,9 @@ def export(net: InstrumentNet, card: ModelCard, out: Path, *, atol: float = PARI
     out.parent.mkdir(parents=True, exist_ok=True)
     if card.labels != net.labels:
         raise NeuroEarError(f"card labels {card.labels} differ from the model's {net.labels}")
+    if net.cqt_cfg.context_seconds:
+        # the runtime's framer hands a model exactly one window; a context model's past is not served yet
+        raise NeuroEarError("models with context_seconds > 0 cannot be exported: the runtime serves one-window models only")
     card = replace(
         card,
         git_commit=card.git_commit if card.git_commit != "unknown" else git_commit(),

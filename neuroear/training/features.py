@@ -33,14 +33,22 @@ class CQTConfig:
     bins_per_octave: int = 12
     log_scale: float = 1000.0
     norm: str = "window"
+    # Seconds of audio before the scored window that the model also reads (0: the window alone).
+    # The output still scores the latest WINDOW_SECONDS; the CNN pools those frames apart from the past's.
+    context_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def window_samples(self) -> int:
-        """Samples per model window at ``sample_rate``: the framing a model built with this config reads."""
+        """Samples per scored window at ``sample_rate``: the framing a model built with this config reads."""
         return int(round(self.sample_rate * WINDOW_SECONDS))
+
+    @property
+    def input_samples(self) -> int:
+        """Samples the network reads per window: the past it hears (``context_seconds``) and the window."""
+        return int(round(self.sample_rate * (WINDOW_SECONDS + self.context_seconds)))
 
 
 GEMM_ROWS = 64  # outputs per row of the anti-alias matrix product: H is [2·64 + K − 2, 64]
@@ -123,6 +131,8 @@ class CQTFrontEnd(nn.Module):
             verbose=False,
         )
 
+        if cfg.norm == "pcen" and cfg.context_seconds:
+            raise ValueError("PCEN's smoother is built for one window: no context_seconds with norm='pcen'")
         if cfg.norm == "pcen":
             frames = cfg.sample_rate // cfg.hop_length + 1  # frames in a one-second window
             self.register_buffer("pcen_smooth", pcen_smoother(frames, cfg.sample_rate, cfg.hop_length))

@@ -66,9 +66,14 @@ class Block(nn.Module):
 
 
 class CNN(nn.Module):
-    """log-CQT [batch, 1, bins, frames] → logits [batch, n_labels]."""
+    """log-CQT [batch, 1, bins, frames] → logits [batch, n_labels].
 
-    def __init__(self, n_labels: int, cfg: NetConfig = NetConfig()) -> None:
+    With ``latest`` < 1 the input holds context before the scored window: the last ``latest``
+    fraction of the feature map's time positions are pooled (mean and max) for the window, the
+    earlier ones averaged into one context vector beside them, so the past informs but does not
+    dilute the decision about the latest second."""
+
+    def __init__(self, n_labels: int, cfg: NetConfig = NetConfig(), *, latest: float = 1.0) -> None:
         super().__init__()
         stages: list[nn.Module] = []
         c_in = 1
@@ -79,15 +84,22 @@ class CNN(nn.Module):
             c_in = c
         self.features = nn.Sequential(*stages)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.latest = float(latest)
         # mean and max pooling together: mean for sustained tones, max for short attacks
-        self.head = nn.Linear(2 * c_in, n_labels)
+        self.head = nn.Linear((2 if self.latest >= 1.0 else 3) * c_in, n_labels)
         self.spec_mask = cfg.spec_mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.spec_mask > 0:
             x = spec_mask(x, self.spec_mask, max(1, self.spec_mask // 2))
         h = self.features(x)
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        if self.latest >= 1.0:
+            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        else:
+            t = int(h.shape[-1])  # plain int: the input length is fixed in the model file
+            k = max(1, min(t - 1, int(round(t * self.latest))))
+            now, past = h[..., t - k :], h[..., : t - k]
+            pooled = torch.cat([now.mean(dim=(2, 3)), now.amax(dim=(2, 3)), past.mean(dim=(2, 3))], dim=1)
         return self.head(self.dropout(pooled))
 
 
@@ -119,7 +131,7 @@ class InstrumentNet(nn.Module):
         self.cqt_cfg = cqt
         self.net_cfg = net
         self.frontend = CQTFrontEnd(cqt)
-        self.cnn = CNN(len(labels), net)
+        self.cnn = CNN(len(labels), net, latest=cqt.window_samples / cqt.input_samples)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.cnn(self.frontend(waveform))

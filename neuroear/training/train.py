@@ -152,11 +152,12 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
 def load_clips(cfg: TrainConfig, cache: Path | None) -> tuple[list[D.Clip], list[D.Clip]]:
     """(train clips, validation clips): real and rendered, split by file-name hash."""
     clips: list[D.Clip] = []
+    rate = cfg.cqt.sample_rate
     if cfg.real:
         negatives = cfg.mix.other_p > 0 or cfg.mix.other_partner_p > 0
-        clips += D.load_real(cfg.real, cfg.labels, cache=cache, negatives=negatives)
+        clips += D.load_real(cfg.real, cfg.labels, cache=cache, negatives=negatives, rate=rate)
     for m in cfg.rendered:
-        clips += D.load_rendered(Path(m), cfg.labels)
+        clips += D.load_rendered(Path(m), cfg.labels, rate=rate)
     if not clips:
         raise NeuroEarError("no training data: give --real folders/manifests and/or --rendered manifests")
     train = [c for c in clips if D.split_of(c.group or c.name) == "train"]
@@ -181,11 +182,12 @@ def train(
         torch.set_num_threads(cfg.threads)
     train_clips, val_clips = clips if clips is not None else load_clips(cfg, cache)
     log(
-        f"data: {len(train_clips)} train clips ({sum(c.audio.size for c in train_clips) / 16000 / 60:.1f} min), "
+        f"data: {len(train_clips)} train clips ({sum(c.audio.size / c.rate for c in train_clips) / 60:.1f} min), "
         f"{len(val_clips)} validation clips"
     )
-    sampler = D.Sampler(train_clips, cfg.labels, cfg=cfg.mix, seed=cfg.seed)
-    val_x, val_y = D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False).batch(cfg.val_windows)
+    framing_kw = {"rate": cfg.cqt.sample_rate, "context": cfg.cqt.context_seconds}
+    sampler = D.Sampler(train_clips, cfg.labels, cfg=cfg.mix, seed=cfg.seed, **framing_kw)
+    val_x, val_y = D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False, **framing_kw).batch(cfg.val_windows)
 
     model = InstrumentNet(cfg.labels, cfg.cqt, cfg.net)
     if cfg.init:
