@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = tuple(card["labels"])
     det = InstrumentNet(labels, CQTConfig(**cfg["cqt"]), NetConfig.from_dict(cfg["net"]))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    # the exported wrapper's attribute names the weights: "detector." up to v3, "net." since the layout change
+    prefix = next((p for p in ("net.", "detector.") if f"{p}cnn.head.weight" in inits), None)
+    if prefix is None:
+        raise SystemExit(f"{args.onnx}: no classifier weights (…cnn.head.weight) among the graph's initializers")
     convs = [n for n in m.graph.node if n.op_type == "Conv" and n.input[1] in inits and inits[n.input[1]].ndim == 4]
     t_convs = [mod for mod in det.cnn.modules() if isinstance(mod, torch.nn.Conv2d)]
     t_bns = [mod for mod in det.cnn.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
@@ -65,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
             bias.append(torch.from_numpy(b.copy()))
-        det.cnn.head.weight.copy_(torch.from_numpy(inits["detector.cnn.head.weight"]))
-        det.cnn.head.bias.copy_(torch.from_numpy(inits["detector.cnn.head.bias"]))
+        det.cnn.head.weight.copy_(torch.from_numpy(inits[f"{prefix}cnn.head.weight"]))
+        det.cnn.head.bias.copy_(torch.from_numpy(inits[f"{prefix}cnn.head.bias"]))
         for name in ("cqt_kernels_real", "cqt_kernels_imag", "lowpass_gemm"):
-            ours, theirs = getattr(det.frontend.cqt, name), inits[f"detector.frontend.cqt.{name}"]
+            ours, theirs = getattr(det.frontend.cqt, name), inits[f"{prefix}frontend.cqt.{name}"]
             # library versions round the filters differently (~1e-5 of their peak); more is another CQT
             if np.abs(ours.numpy() - theirs).max() > 1e-4 * np.abs(theirs).max():
                 raise SystemExit(f"front end buffer {name} differs from the graph's: not the same CQT")

@@ -104,6 +104,20 @@ def test_clip_weighting_favours_long_clips_by_root_duration(weighting: str, expe
     assert abs(np.mean(picks) - expected_long_share) < 0.08
 
 
+def test_source_weighting_lets_a_few_long_takes_count_as_much_as_many_notes() -> None:
+    # source A: sixteen 1 s notes; source B: one 16 s phrase — the same duration in each source
+    note = np.zeros(SR, np.int16)
+    pool = [D.Clip(note, "guitar", "real", f"a{i}.ogg", source="A") for i in range(16)]
+    pool.append(D.Clip(np.zeros(16 * SR, np.int16), "guitar", "real", "b.ogg", source="B"))
+    share_b = {w: D.clip_weights(pool, w)[-1] / D.clip_weights(pool, w).sum() for w in ("sqrt_duration", "source_sqrt")}
+    assert share_b["sqrt_duration"] == pytest.approx(4 / 20)  # √16 against sixteen √1
+    assert share_b["source_sqrt"] == pytest.approx(0.5)  # equal durations, equal sources
+    # within a source, clips still go by √duration; renders fall back to their family
+    mixed = [D.Clip(note, "piano", "render", "x.flac", family="fluid"), D.Clip(np.zeros(4 * SR, np.int16), "piano", "render", "y.flac", family="fluid")]
+    w = D.clip_weights(mixed, "source_sqrt")
+    assert w[1] / w[0] == pytest.approx(2.0)
+
+
 def test_unknown_clip_weighting_is_refused() -> None:
     with pytest.raises(NeuroEarError, match="clip_weighting"):
         D.Sampler(clips(), LABELS, cfg=D.MixConfig(clip_weighting="length"))

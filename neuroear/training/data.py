@@ -55,6 +55,7 @@ class Clip:
     family: str = ""
     active: np.ndarray | None = None
     group: str = ""  # what the train/validation split hashes (default: the name)
+    source: str = ""  # where a real recording comes from (a manifest's ``source`` column): "source_sqrt" weighting
     level_db: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per 10 ms frame, dBFS
     rate: int = SR  # Hz
 
@@ -109,9 +110,9 @@ def read_labelled(source: str | Path) -> list[tuple[Path, str]]:
     raise NeuroEarError(f"{src}: not a folder or CSV manifest")
 
 
-def split_groups(source: str | Path) -> dict[str, str]:
-    """file path → split group from a manifest's ``source`` column: the song for multitrack
-    stems (``SONG_SOURCE_PREFIXES``), the file itself otherwise. Empty for plain folders."""
+def manifest_sources(source: str | Path) -> dict[str, str]:
+    """file path → the manifest's ``source`` column (where the recording comes from). Empty for
+    plain folders and manifests without that column."""
     src = Path(source)
     if src.is_dir():
         src = src / "manifest.csv"
@@ -119,11 +120,14 @@ def split_groups(source: str | Path) -> dict[str, str]:
         return {}
     with src.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return {
-        str(src.parent / r["file"]): r["source"]
-        for r in rows
-        if r.get("file") and r.get("source", "").startswith(SONG_SOURCE_PREFIXES)
-    }
+    return {str(src.parent / r["file"]): r["source"] for r in rows if r.get("file") and r.get("source")}
+
+
+def split_groups(source: str | Path, *, sources: dict[str, str] | None = None) -> dict[str, str]:
+    """file path → split group: the song for multitrack stems (``SONG_SOURCE_PREFIXES``), the file
+    itself otherwise (absent). ``sources`` is `manifest_sources`' answer if already read."""
+    sources = manifest_sources(source) if sources is None else sources
+    return {f: s for f, s in sources.items() if s.startswith(SONG_SOURCE_PREFIXES)}
 
 
 def labelled_splits(source: str | Path) -> list[tuple[Path, str, str]]:
@@ -149,9 +153,10 @@ def load_real(
     """
     keep = set(labels) | ({NEGATIVE_LABEL} if negatives else set())
     pairs = [(p, lab) for s in sources for p, lab in read_labelled(s) if lab in keep]
-    groups: dict[str, str] = {}
+    origin: dict[str, str] = {}
     for s_ in sources:
-        groups.update(split_groups(s_))
+        origin.update(manifest_sources(s_))
+    groups = split_groups("", sources=origin)
     frame_samples(rate)  # refuse a rate the activity frames cannot use before decoding anything
     listed = [[str(p), lab] for p, lab in pairs]
     key = hashlib.sha1(json.dumps(listed if rate == SR else [rate, listed]).encode()).hexdigest()[:12]
@@ -161,7 +166,7 @@ def load_real(
         names, labs = [str(n) for n in z["names"]], [str(lab) for lab in z["labels"]]
         offsets, pcm = z["offsets"], z["audio"]  # read each array once: NpzFile re-reads on every access
         return [
-            Clip(pcm[offsets[i] : offsets[i + 1]], labs[i], "real", names[i], group=groups.get(names[i], names[i]), rate=rate)
+            Clip(pcm[offsets[i] : offsets[i + 1]], labs[i], "real", names[i], group=groups.get(names[i], names[i]), source=origin.get(names[i], ""), rate=rate)
             for i in range(len(names))
         ]
     clips = []
@@ -172,7 +177,7 @@ def load_real(
             warnings.warn(f"skipping {exc}", stacklevel=2)
             continue
         if x.size >= rate // 4:
-            clips.append(Clip(_to_int16(x), lab, "real", str(p), group=groups.get(str(p), str(p)), rate=rate))
+            clips.append(Clip(_to_int16(x), lab, "real", str(p), group=groups.get(str(p), str(p)), source=origin.get(str(p), ""), rate=rate))
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [c.audio.size for c in clips])
@@ -250,7 +255,10 @@ class MixConfig:
     augment_library: str = "numpy"  # "numpy": hand-rolled ``augment``; "audiomentations": ``LibraryAugment``
     # How a clip is picked within its (kind, label) pool. "clip": uniformly, so a 5 s note counts
     # as much as a 3 min phrase stem; "sqrt_duration": weight ∝ √duration, which gives the few long
-    # real phrases (guitar, voice, accordion) more windows without letting one stem dominate.
+    # real phrases (guitar, voice, accordion) more windows without letting one stem dominate;
+    # "source_sqrt": a source (Clip.source; a render's family) with probability ∝ √(its total
+    # duration), then a clip of it ∝ √duration — so 373 chord strums or 264 notes of one guitar
+    # count about as much as a handful of DI riffs, not 40× more.
     clip_weighting: str = "clip"
     # Chance a labelled window gets an unlabelled bed of 2–4 other instruments far below it:
     # sound that far under the lead is background, not a detection (secondary instruments of a
@@ -276,6 +284,22 @@ class MixConfig:
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+CLIP_WEIGHTINGS = ("clip", "sqrt_duration", "source_sqrt")
+
+
+def clip_weights(pool: Sequence[Clip], weighting: str) -> np.ndarray:
+    """Unnormalised draw weights [len(pool)] of ``MixConfig.clip_weighting`` (not "clip": uniform)."""
+    root = np.sqrt(np.array([c.audio.size for c in pool], dtype=np.float64))
+    if weighting == "sqrt_duration":
+        return root
+    src = [c.source or c.family or c.name for c in pool]
+    total, roots = {}, {}
+    for s, c, r in zip(src, pool, root):
+        total[s] = total.get(s, 0) + c.audio.size
+        roots[s] = roots.get(s, 0.0) + r
+    return np.array([np.sqrt(total[s]) * r / roots[s] for s, r in zip(src, root)])
 
 
 class Sampler:
@@ -324,12 +348,12 @@ class Sampler:
                 f"background_db {cfg.background_db!r}: need {-cfg.partner_db[0]:g} < lo <= hi dB below the lead "
                 f"(labelled partners go down to {-cfg.partner_db[0]:g})"
             )
-        if cfg.clip_weighting not in ("clip", "sqrt_duration"):
-            raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: clip or sqrt_duration")
+        if cfg.clip_weighting not in CLIP_WEIGHTINGS:
+            raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: {', '.join(CLIP_WEIGHTINGS)}")
         self.pool_cdf: dict[tuple[str, str], np.ndarray] = {}  # weighted pools only; others are uniform
-        if cfg.clip_weighting == "sqrt_duration":
+        if cfg.clip_weighting != "clip":
             for key, pool in self.pools.items():
-                w = np.sqrt(np.array([c.audio.size for c in pool], dtype=np.float64))
+                w = clip_weights(pool, cfg.clip_weighting)
                 self.pool_cdf[key] = np.cumsum(w) / w.sum()
         if cfg.augment_library == "numpy":
             self.augment = augment
