@@ -38,12 +38,20 @@ TARGETS = {
 }
 
 
-def sizes(quick: bool, long_seconds: float) -> dict:
+LONG_SECONDS = 3600.0  # s: the long file of the memory check (full run)
+QUICK_LONG_SECONDS = 20.0  # s: the same under --quick
+
+
+def sizes(quick: bool, long_seconds: float | None = None) -> dict:
+    """Repeat counts and audio lengths of a run; ``long_seconds`` (--long-seconds), when given,
+    sets the memory check's long file under --quick too (else 3600 s, --quick 20 s)."""
+    if long_seconds is None:
+        long_seconds = QUICK_LONG_SECONDS if quick else LONG_SECONDS
     if quick:
         return dict(
             hop_repeats=20, tp_min_s=0.05, file_s=10.0, an_repeats=1, cmp_s=3.0, cmp_rounds=1, cmp_ours=1, cmp_hop=5,
             cmp_seed_hop=1, prof_b1=5, prof_b64=1, opt_repeats=10, opt_min_s=0.02, live_file_s=10.0, live_rt_s=2.0,
-            live_rt16_s=1.0, mic_s=3.0, start_repeats=1, mem_short_s=5.0, mem_mid_s=10.0, mem_long_s=20.0,
+            live_rt16_s=1.0, mic_s=3.0, start_repeats=1, mem_short_s=5.0, mem_mid_s=10.0, mem_long_s=long_seconds,
         )
     return dict(
         hop_repeats=2000, tp_min_s=1.0, file_s=300.0, an_repeats=3, cmp_s=30.0, cmp_rounds=3, cmp_ours=10, cmp_hop=300,
@@ -245,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", metavar="FILE.json", help="result file (default benchmarks/results/<cpus>cpu-<date>.json; --quick: not written unless given)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)} (default all)")
     ap.add_argument("--model", metavar="PATH", help="model file (default: $NEUROEAR_MODEL, then the shipped model)")
-    ap.add_argument("--long-seconds", type=float, default=3600.0, help="length of the long file for the memory check (default 3600)")
+    ap.add_argument("--long-seconds", type=float, metavar="S",
+                    help=f"length of the long file for the memory check (default {LONG_SECONDS:g}; --quick: {QUICK_LONG_SECONDS:g})")
     ap.add_argument("--no-mic", action="store_true", help="skip the virtual-microphone run even if one is running")
     ap.add_argument("--markdown", metavar="FILE.md", help="also write the markdown tables here")
     args = ap.parse_args(argv)

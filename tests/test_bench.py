@@ -54,6 +54,13 @@ def test_register_and_argv() -> None:
     assert bench_cli.find_runner() == ROOT / "benchmarks" / "run.py"
 
 
+def test_long_seconds_given_wins_over_quick() -> None:
+    run = _runner()
+    assert run.sizes(True)["mem_long_s"] == 20.0 and run.sizes(False)["mem_long_s"] == 3600.0
+    assert run.sizes(True, 12.0)["mem_long_s"] == 12.0  # was ignored under --quick
+    assert run.sizes(False, 90.0)["mem_long_s"] == 90.0
+
+
 def test_missing_checkout_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_cli, "RUNNER", Path("benchmarks") / "no-such-runner.py")
     monkeypatch.delenv("NEUROEAR_REPO", raising=False)
@@ -98,11 +105,11 @@ def test_quick_run_writes_all_fields(tmp_path: Path) -> None:
         assert s["memory"][cmd]["short"]["peak_rss_mb"] > 0 and s["memory"][cmd]["long"]["peak_rss_mb"] > 0
     for k in ("per_hop_p50_ms", "file_x_realtime", "line_latency_p99_ms", "listen_rss_mb", "model_mb", "analyze_growth_mb"):
         assert set(r["targets"][k]) >= {"value", "limit", "met"}
-    # the header states the lengths measured (--quick: 5, 10 and 20 s), not 1 min / 10 min / 1 h
+    # the header states the lengths measured (--quick: 5 and 10 s, then --long-seconds 12), not 1 min / 10 min / 1 h
     md = (tmp_path / "result.md").read_text()
-    assert "peak RSS MB: 5 s / 10 s / 20 s of audio" in md and "1 min / 10 min / 1 h" not in md, md
-    assert s["memory"]["seconds"] == {"short": 5.0, "mid": 10.0, "long": 20.0}
-    assert "20 s file minus 5 s file" in r["targets"]["analyze_growth_mb"]["note"]
+    assert "peak RSS MB: 5 s / 10 s / 12 s of audio" in md and "1 min / 10 min / 1 h" not in md, md
+    assert s["memory"]["seconds"] == {"short": 5.0, "mid": 10.0, "long": 12.0}
+    assert "12 s file minus 5 s file" in r["targets"]["analyze_growth_mb"]["note"]
     assert r["targets"]["seed_ratio"]["why"] == "the compare section was not run (--sections)"
     assert re.search(r"\| seed_ratio \| None \| [\d.]+ \| not measured \(the compare section was not run", md), md
 

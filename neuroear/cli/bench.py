@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", metavar="FILE.json", help="result file (default benchmarks/results/<cpus>cpu-<date>.json)")
     p.add_argument("--sections", metavar="LIST", help="comma-separated subset: per_hop,throughput,analyze,compare,profile,optim,live,mic,startup,memory")
     p.add_argument("--model", metavar="PATH", help="model file (default: $NEUROEAR_MODEL, then the shipped model)")
-    p.add_argument("--long-seconds", type=float, metavar="S", help="length of the long file in the memory check (default 3600)")
+    p.add_argument("--long-seconds", type=float, metavar="S", help="length of the long file in the memory check (default 3600; --quick: 20)")
     p.add_argument("--no-mic", action="store_true", help="skip the PulseAudio virtual-microphone run")
     p.add_argument("--markdown", metavar="FILE.md", help="also write the markdown tables to this file")
     p.set_defaults(func=cmd_bench)
