@@ -215,6 +215,15 @@ def test_hop_and_channel_options_agree(clip):
         assert r.returncode == 1 and "value must be between 0 and 1" in r.stderr
 
 
+@pytest.mark.parametrize("command", [["analyze", "x.wav"], ["evaluate", "data"], ["listen", "--no-dashboard", "--input", "x.wav"], ["serve"]])
+def test_negative_threads_is_one_line_in_every_command(command, capsys):
+    from neuroear.cli.main import main
+
+    assert main([*command, "--threads", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["neuroear: error: --threads must be 0 (all cores) or more, got -1"], err
+
+
 def test_evaluate_takes_threshold_like_the_others(tmp_path):
     (tmp_path / "violin").mkdir()
     sf.write(tmp_path / "violin" / "a.wav", tone(440, 2.0), SR)

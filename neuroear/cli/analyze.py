@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroear import audio
-from neuroear.cli.common import PROG, add_model_options, error, figure_path, isatty, out, say, silence_stdout, thresholds
+from neuroear.cli.common import PROG, add_model_options, check_threads, error, figure_path, isatty, out, say, silence_stdout, thresholds
 from neuroear.cli.progress import Bar, WarningFolder
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
@@ -42,6 +42,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from neuroear.analyze import Writer, analyze_file, plot
     from neuroear.infer import Detector
 
+    check_threads(args.threads)
     plot_to = figure_path(args.plot, option="--plot") if args.plot else None  # before any work
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     det.framing.hop(args.hop)  # a bad --hop is one usage error, not one failure per file
@@ -143,6 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from neuroear import evaluate as E
     from neuroear.infer import Detector
 
+    check_threads(args.threads)
     if args.confusion:
         figure_path(args.confusion, option="--confusion")
     det = Detector(args.model, provider=args.provider, threads=args.threads)

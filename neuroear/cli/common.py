@@ -64,6 +64,12 @@ def add_model_options(p: argparse.ArgumentParser, *, threads: int = 0, threads_h
     p.add_argument("--threads", type=int, default=threads, metavar="N", help=threads_help)
 
 
+def check_threads(threads: int) -> None:
+    """The one check of ``--threads`` (every command that takes ``add_model_options``): 0 or more."""
+    if threads < 0:
+        raise NeuroEarError(f"--threads must be 0 (all cores) or more, got {threads}")
+
+
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what --plot / --confusion can write
 
 

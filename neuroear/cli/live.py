@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from neuroear.cli.common import PROG, add_model_options, isatty, out, say, silence_stdout
+from neuroear.cli.common import PROG, add_model_options, check_threads, isatty, out, say, silence_stdout
 from neuroear.errors import NeuroEarError
 from neuroear.live.session import DEFAULT_THREADS, HOP_MAX_SECONDS, HOP_MIN_SECONDS, QUIET_GATE_DBFS
 
@@ -146,8 +146,7 @@ def _validate(args: argparse.Namespace) -> None:
         raise NeuroEarError(f"--block must be a positive number of frames, got {args.block}")
     if args.max_lag is not None and not (args.max_lag > 0):
         raise NeuroEarError(f"--max-lag must be a positive number of seconds, got {args.max_lag:g}")
-    if args.threads < 0:
-        raise NeuroEarError(f"--threads must be 0 (all cores) or more, got {args.threads}")
+    check_threads(args.threads)
     if (args.input or args.demo) and (args.rate or args.channels or args.reconnect is not None):
         raise NeuroEarError("--rate, --channels and --reconnect apply to devices; a file is read at its own rate and channels")
     if not (-120.0 <= args.gate <= 0.0):

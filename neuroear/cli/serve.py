@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from neuroear.cli.common import add_model_options
+from neuroear.cli.common import add_model_options, check_threads
 
 
 def register(subparsers: Any) -> None:
@@ -30,6 +30,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``neuroear serve``: runs until Ctrl-C; returns 0."""
+    check_threads(args.threads)
     from neuroear.web.server import serve
 
     serve(host=args.host, port=args.port, model=args.model, provider=args.provider, threads=args.threads,
