@@ -224,6 +224,26 @@ def test_negative_threads_is_one_line_in_every_command(command, capsys):
     assert err.splitlines() == ["neuroear: error: --threads must be 0 (all cores) or more, got -1"], err
 
 
+def test_one_devnull_helper_for_c_chatter_and_closed_pipes():
+    """neuroear.devnull: fd 2 muted (Python's stderr kept or not) and restored; stdout pointed away for good."""
+    code = (
+        "import os, sys\n"
+        "from neuroear import devnull\n"
+        "with devnull.muted(keep_python=True):\n"
+        "    os.write(2, b'C chatter\\n'); print('ours', file=sys.stderr)\n"
+        "with devnull.muted():\n"
+        "    os.write(2, b'C again\\n'); print('dropped', file=sys.stderr)\n"
+        "os.write(2, b'after\\n')\n"
+        "print('kept', flush=True)\n"
+        "devnull.to_devnull(sys.stdout)\n"
+        "print('gone', flush=True)\n"
+        "assert devnull.to_devnull(__import__('io').StringIO()) is None\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "ours\nafter\n" and r.stdout == "kept\n", (r.stdout, r.stderr)
+
+
 def test_evaluate_takes_threshold_like_the_others(tmp_path):
     (tmp_path / "violin").mkdir()
     sf.write(tmp_path / "violin" / "a.wav", tone(440, 2.0), SR)

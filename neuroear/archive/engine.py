@@ -34,7 +34,7 @@ from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
 from neuroear.infer import Detector
 from neuroear.metadata import file_sha256
-from neuroear.stderr import muted as muted_stderr
+from neuroear.devnull import muted as muted_stderr
 
 TASK_RETRIES = 2  # a file is retried this often after its worker died (Ray's default is forever)
 PROGRESS_SECONDS = 2.0  # s of wall time between progress lines on stderr

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from neuroear import audio
-from neuroear.cli.common import PROG, add_model_options, check_threads, error, figure_path, isatty, out, say, silence_stdout, thresholds
+from neuroear.cli.common import PROG, add_model_options, check_threads, error, figure_path, isatty, out, say, thresholds
 from neuroear.cli.progress import Bar, WarningFolder
+from neuroear.devnull import to_devnull
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
 
@@ -79,7 +80,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             if not args.plot:
                 raise
             reader_gone = True
-            silence_stdout()
+            to_devnull(sys.stdout)
 
     try:
         for i, path in enumerate(files):

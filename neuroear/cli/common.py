@@ -40,16 +40,6 @@ def out(text: str) -> None:
     sys.stdout.flush()
 
 
-def silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail on a closed pipe."""
-    try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.stdout.fileno())
-        os.close(fd)
-    except (OSError, ValueError):
-        pass
-
-
 def isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())

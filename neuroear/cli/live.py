@@ -8,6 +8,7 @@ dashboard's terminal, device notices and the final summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -15,7 +16,8 @@ import threading
 import time
 from typing import Any
 
-from neuroear.cli.common import PROG, add_model_options, check_threads, isatty, out, say, silence_stdout
+from neuroear.cli.common import PROG, add_model_options, check_threads, isatty, out, say
+from neuroear.devnull import muted, to_devnull
 from neuroear.errors import NeuroEarError
 from neuroear.live.session import DEFAULT_THREADS, HOP_MAX_SECONDS, HOP_MIN_SECONDS, QUIET_GATE_DBFS
 
@@ -103,7 +105,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     try:
         out("\n".join(rows))
     except BrokenPipeError:
-        silence_stdout()
+        to_devnull(sys.stdout)
     return 0
 
 
@@ -210,7 +212,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     # without the dashboard stderr is a log or a plain terminal: keep PortAudio's C-level chatter out of
     # it (with the dashboard it scrolls harmlessly under it, and rich keeps sizing the real terminal)
-    restore_stderr = _c_stderr_to_devnull() if is_device and not dashboard_on else None
+    quiet_c = contextlib.ExitStack()
+    if is_device and not dashboard_on:
+        quiet_c.enter_context(muted(keep_python=True))
     try:
         if dashboard_on:
             from rich.console import Console
@@ -259,8 +263,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        if restore_stderr is not None:
-            restore_stderr()
+        quiet_c.close()
     for text in _drain(source):
         say(f"{PROG} listen: {text}")
     if stats is not None and stats.stopped_by != "pipe":
@@ -290,42 +293,6 @@ def _drain(source: Any) -> list[str]:
     if out:
         source.notices.clear()
     return out
-
-
-def _c_stderr_to_devnull():
-    """Point file descriptor 2 at /dev/null and ``sys.stderr`` at a copy of the real one.
-
-    PortAudio's ALSA backend prints its own diagnostics straight to fd 2 when a device fails
-    ("Expression ... failed in src/hostapi/alsa/pa_linux_alsa.c"); our messages say it in one
-    line instead. Returns a function that restores both.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):
-        return None
-    old = sys.stderr
-    try:
-        sys.stderr = open(saved, "w", encoding=getattr(old, "encoding", None) or "utf-8", errors="backslashreplace",
-                          buffering=1, closefd=False)
-        os.dup2(devnull, 2)
-    finally:
-        os.close(devnull)
-
-    def restore() -> None:
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        try:
-            os.dup2(saved, 2)
-            os.close(saved)
-        except OSError:
-            pass
-        sys.stderr = old
-
-    return restore
 
 
 def _recorded(rec: Any) -> str:

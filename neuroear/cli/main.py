@@ -14,7 +14,8 @@ import warnings
 
 from neuroear import __version__
 from neuroear.cli import analyze, bench, live, serve, training
-from neuroear.cli.common import PROG, error, say, show_warning, silence_stdout
+from neuroear.cli.common import PROG, error, say, show_warning
+from neuroear.devnull import to_devnull
 from neuroear.errors import NeuroEarError
 
 EXTRA_OF = {"torch": "train", "nnAudio": "train", "onnx": "train", "onnxruntime": "cpu", "matplotlib": "plot",
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # the reader went away (`| head`): nothing left to say, and no traceback
-        silence_stdout()
+        to_devnull(sys.stdout)  # so that the interpreter's final flush cannot fail on the closed pipe
         return 0
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".")[0]

@@ -18,7 +18,7 @@ from neuroear.errors import NeuroEarError
 from neuroear.live import pulse
 from neuroear.live.choose import DeviceInfo, pick_device, resolve_device
 from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, Block
-from neuroear.stderr import muted as _quiet_stderr  # PortAudio probes ALSA/JACK on fd 2
+from neuroear.devnull import muted as _quiet_stderr  # PortAudio probes ALSA/JACK on fd 2
 
 QUEUE_SECONDS = 10.0  # s of device audio held between callback and consumer before blocks are lost
 STOP_TIMEOUT_SECONDS = 2.0  # s to wait for PortAudio to stop a stream (a clockless pipe source can hang)

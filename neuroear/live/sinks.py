@@ -8,7 +8,6 @@ The shape of one line is ``stream/detection.schema.json``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from typing import IO, Any, Mapping, Sequence
@@ -16,6 +15,7 @@ from typing import IO, Any, Mapping, Sequence
 import numpy as np
 
 from neuroear.analyze import window_row
+from neuroear.devnull import to_devnull
 from neuroear.live.policy import Event
 
 PROB_DECIMALS = 4  # probabilities are written rounded to 1e-4
@@ -86,13 +86,4 @@ class JsonlSink:
         self.closed = True
         # Python flushes stdout again at exit and would print "Exception ignored ... BrokenPipeError":
         # point the descriptor at /dev/null so that last flush succeeds silently.
-        try:
-            fd = self.stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            return
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, fd)
-            os.close(devnull)
-        except OSError:
-            pass
+        to_devnull(self.stream)
