@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from neuroear.errors import NeuroEarError
 from neuroear.infer import parse_thresholds
 from neuroear.live.policy import Policy, PolicyConfig
+from neuroear.live.session import make_policy
 
 LABELS = ("piano", "violin")
 
@@ -29,11 +30,17 @@ def test_defaults_are_exactly_the_threshold_rule_of_analyze(rows, thr):
         np.testing.assert_allclose(d.smoothed, row, rtol=0, atol=1e-7)
 
 
-def test_overrides_replace_model_thresholds():
-    cfg = PolicyConfig.build(LABELS, [0.5, 0.5], overrides=parse_thresholds(["violin=0.8"], LABELS))
-    assert cfg.on == (0.5, 0.8)
-    d = feed(Policy(cfg), [[0.6, 0.7]])[0]
-    assert d.active == ("piano",)
+def test_overrides_replace_model_thresholds_as_in_analyze(detector):
+    """listen's --threshold goes through Detector.thresholds_for, the overrides of analyze."""
+    lab = detector.labels[1]
+    thr = detector.thresholds_for(parse_thresholds([f"{lab}=0.7"], detector.labels))
+    pol = make_policy(detector, thresholds=[f"{lab}=0.7"])
+    assert pol.config.on == tuple(float(t) for t in thr) and pol.config.on[1] == pytest.approx(0.7)
+    # probabilities exactly at each threshold: all active by analyze's rule (float32 0.7 < 0.7), and so here
+    d = pol.update(thr.copy(), start=0.0, end=1.0)
+    assert d.active == tuple(detector.active(thr[None, :])[0]) == detector.labels
+    d = pol.update(np.where(np.arange(len(thr)) == 1, np.float32(0.69), thr), start=1.0, end=2.0)
+    assert lab not in d.active
 
 
 def test_hysteresis_keeps_a_label_on_until_it_falls_below_the_off_level():

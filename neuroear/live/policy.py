@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -38,12 +38,12 @@ class PolicyConfig:
         labels: Sequence[str],
         thresholds: Sequence[float] | np.ndarray,
         *,
-        overrides: Mapping[str, float] | None = None,
         hysteresis: float = 0.0,
         smooth: int = 1,
     ) -> "PolicyConfig":
-        """From the model's labels and thresholds (``Detector.thresholds``) plus user overrides
-        (checked by ``infer.parse_thresholds``).
+        """From the model's labels and the on levels: ``Detector.thresholds``, or with the user's
+        overrides ``Detector.thresholds_for(...)`` (the one place they are applied, for
+        ``analyze`` and ``listen`` alike; ``session.make_policy`` does that).
 
         ``hysteresis`` (probability) sets each off level to ``on - hysteresis`` (at least 0).
         """
@@ -55,8 +55,6 @@ class PolicyConfig:
             raise NeuroEarError(f"hysteresis must be in [0, 1), got {hysteresis:g}")
         if not (1 <= int(smooth) <= MAX_SMOOTH):
             raise NeuroEarError(f"--smooth must be between 1 and {MAX_SMOOTH} hops, got {smooth}")
-        for label, v in (overrides or {}).items():
-            thr[labels.index(label)] = float(v)
         on = tuple(thr)
         off = tuple(max(0.0, t - hysteresis) for t in thr)
         return cls(labels=labels, on=on, off=off, smooth=int(smooth))

@@ -72,9 +72,10 @@ def make_policy(
     hysteresis: float = 0.0,
     smooth: int = 1,
 ) -> Policy:
-    """The decision policy over ``detector``'s calibrated thresholds with the user's overrides."""
+    """The decision policy over ``detector``'s calibrated thresholds with the user's overrides
+    (applied by ``Detector.thresholds_for``, as for ``analyze``)."""
     return Policy(PolicyConfig.build(
-        detector.labels, detector.thresholds, overrides=parse_thresholds(thresholds, detector.labels),
+        detector.labels, detector.thresholds_for(parse_thresholds(thresholds, detector.labels)),
         hysteresis=hysteresis, smooth=smooth,
     ))
 
