@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from neuroear.errors import NeuroEarError
+from neuroear.errors import NeuroEarError, reason
 from neuroear.resample import Resampler
 
 SILENCE_DBFS = -45.0  # dBFS: windows quieter than this are reported apart by `evaluate`
@@ -65,31 +65,21 @@ def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
     return y, n_bad
 
 
-def _sf_reason(path: Path, exc: Exception) -> str:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    # libsndfile's messages repeat the path; keep only the reason.
-    reason = reason.replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "").strip(" :")
-    return reason.rstrip(".") or "unknown format"
-
-
 def _open_fallback(path: Path, exc: Exception):
-    """libsndfile could not open ``path``: open it with PyAV (``avdecode.AVFile``), or raise one clear error."""
+    """libsndfile could not open ``path`` (``exc``): open it with PyAV (``avdecode.AVFile``), or
+    raise one clear error with both decoders' reasons."""
     from neuroear import avdecode
 
-    reason = _sf_reason(path, exc)
+    sf_why = reason(exc, path)
     if not avdecode.available():
         raise NeuroEarError(
-            f"{path}: cannot decode audio ({reason}); phone and video recordings (.m4a, .aac, .mp4, ...) "
+            f"{path}: cannot decode audio ({sf_why}); phone and video recordings (.m4a, .aac, .mp4, ...) "
             f"need the FFmpeg decoder: {avdecode.INSTALL_HINT}"
         ) from None
     try:
         return avdecode.AVFile(path)
-    except NeuroEarError as av_exc:
-        why = str(av_exc).removeprefix(f"{path}: ")
-        if why.startswith("cannot decode audio ("):
-            why = why.removeprefix("cannot decode audio (").removesuffix(")")
-            raise NeuroEarError(f"{path}: cannot decode audio (libsndfile: {reason}; FFmpeg: {why})") from None
-        raise
+    except avdecode.Undecodable as av_exc:
+        raise NeuroEarError(f"{path}: cannot decode audio (libsndfile: {sf_why}; FFmpeg: {av_exc.reason})") from None
 
 
 def check_readable(path: str | os.PathLike[str]) -> Path:
@@ -123,19 +113,10 @@ class AudioInfo:
 
 
 def info(path: str | os.PathLike[str]) -> AudioInfo:
-    """Read a file's header; raises NeuroEarError for anything libsndfile cannot open."""
-    import soundfile as sf
-
-    p = check_readable(path)
-    try:
-        with sf.SoundFile(str(p)) as f:
-            return AudioInfo(p, int(f.samplerate), int(f.channels), int(f.frames))
-    except Exception as exc:  # libsndfile raises several types; all mean "not decodable"
-        fallback = _open_fallback(p, exc)
-    try:
-        return AudioInfo(p, fallback.rate, fallback.channels, fallback.frames)
-    finally:
-        fallback.close()
+    """Read a file's header, opened as ``AudioFile`` opens it (libsndfile, else PyAV); raises
+    NeuroEarError for a file neither can open."""
+    with AudioFile(path) as f:
+        return AudioInfo(f.path, f.rate, f.channels, f.frames)
 
 
 def _declared_shortfall(f) -> float:
@@ -163,12 +144,6 @@ def _declared_shortfall(f) -> float:
 _BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8, "ULAW": 1, "ALAW": 1}
 RESYNC_STEP_SECONDS = 0.5  # s: after undecodable data, try to resume decoding every this much further on
 SALVAGE_FRAMES = 1024  # frames per read while recovering the audio just before undecodable data
-
-
-def _first_line(exc: Exception) -> str:
-    """libsndfile's message, one line, without its "Error : " prefix and final full stop."""
-    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return line.removeprefix("Error : ").rstrip(".")
 
 
 def _recover(p: Path, rate: int, frames: int, channels: int, pos: int, block: int):
@@ -242,14 +217,6 @@ class AudioFile:
             self._file.close()
             raise NeuroEarError(f"{p}: invalid sample rate {self.rate}")
         self.frames = int(self._file.frames) if self._file.seekable() else 0
-        self.at_end = False
-        missing = _declared_shortfall(self._file)
-        if missing > 0:
-            warnings.warn(
-                f"{p}: file is cut short: its header promises {missing:.2f} s more than it holds "
-                f"(truncated copy or download?); analysing the {self.frames / self.rate:.2f} s present",
-                stacklevel=3,
-            )
 
     def blocks(self, block: int) -> Iterator[np.ndarray]:
         """Raw blocks of ``block`` frames (see the class docstring)."""
@@ -259,13 +226,20 @@ class AudioFile:
                 yield raw
             return
         p, rate = self.path, self.rate
+        missing = _declared_shortfall(self._file)  # warned when reading starts: ``info`` opens files too
+        if missing > 0:
+            warnings.warn(
+                f"{p}: file is cut short: its header promises {missing:.2f} s more than it holds "
+                f"(truncated copy or download?); analysing the {self.frames / rate:.2f} s present",
+                stacklevel=3,
+            )
         pos = 0  # frames read so far, at the file's rate
         while True:
             gap = 0
             try:
                 raw = self._file.read(block, dtype="float32", always_2d=True)
             except Exception as exc:
-                reason = _first_line(exc)
+                why = reason(exc)
                 self._file.close()
                 raw, resume, fresh = _recover(p, rate, self.frames, self.channels, pos, block)
                 if resume is None:
@@ -274,13 +248,13 @@ class AudioFile:
                         yield raw
                     at = (pos + raw.shape[0]) / rate
                     raise NeuroEarError(
-                        f"{p}: cannot decode past {at:.2f} s of {self.frames / rate:.2f} s ({reason}): the file is cut "
+                        f"{p}: cannot decode past {at:.2f} s of {self.frames / rate:.2f} s ({why}): the file is cut "
                         f"short or corrupt from there on; the audio before it was analysed"
                     ) from None
                 self._file = fresh
                 gap = resume - pos - raw.shape[0]
                 warnings.warn(
-                    f"{p}: {gap / rate:.2f} s of undecodable data at {(pos + raw.shape[0]) / rate:.2f} s ({reason}) "
+                    f"{p}: {gap / rate:.2f} s of undecodable data at {(pos + raw.shape[0]) / rate:.2f} s ({why}) "
                     f"replaced by silence",
                     stacklevel=3,
                 )

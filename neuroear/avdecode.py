@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from neuroear.errors import NeuroEarError
+from neuroear.errors import NeuroEarError, reason
 
 INSTALL_HINT = "pip install av (FFmpeg decoder for .m4a, .aac, .mp4 and other containers)"
 
@@ -26,13 +26,21 @@ def available() -> bool:
     return importlib.util.find_spec("av") is not None
 
 
+class Undecodable(NeuroEarError):
+    """FFmpeg cannot open a file as audio; ``reason`` says why (one line, without the path)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: cannot decode audio ({why})")
+        self.reason = why
+
+
 class AVFile:
     """The first audio stream of a container, decoded by FFmpeg into float32 [n, channels] blocks.
 
     Same surface as ``audio.AudioFile``: ``rate`` (Hz), ``channels``, ``frames`` (an estimate
     from the container's duration; 0 if unknown), ``at_end`` (True just before the last block
     is yielded) and ``blocks(frames)``. A packet FFmpeg cannot decode becomes silence of its
-    length (one warning at the end); raises NeuroEarError if the file cannot be opened or holds
+    length (one warning at the end); raises ``Undecodable`` if the file cannot be opened or holds
     no audio stream.
     """
 
@@ -43,12 +51,12 @@ class AVFile:
         try:
             self._c: Any = av.open(str(path))
         except Exception as exc:  # av.error.* (InvalidDataError, ...): all mean "not decodable"
-            raise NeuroEarError(f"{path}: cannot decode audio ({_reason(exc)})") from None
+            raise Undecodable(path, reason(exc, path)) from None
         streams = self._c.streams.audio
         if not streams:
             kinds = " and ".join(sorted({s.type for s in self._c.streams})) or "no streams"
             self._c.close()
-            raise NeuroEarError(f"{path}: cannot decode audio (no audio stream: the file holds {kinds})")
+            raise Undecodable(path, f"no audio stream: the file holds {kinds}")
         self._s = streams[0]
         cc = self._s.codec_context
         self.rate = int(cc.sample_rate or 0)
@@ -106,7 +114,7 @@ class AVFile:
             self.at_end = True
             if n:
                 yield np.concatenate(buf)
-            raise NeuroEarError(f"{self.path}: cannot decode past this point ({_reason(exc)}); the audio before it was analysed") from None
+            raise NeuroEarError(f"{self.path}: cannot decode past this point ({reason(exc, self.path)}); the audio before it was analysed") from None
         self.at_end = True
         yield np.concatenate(buf) if buf else np.zeros((0, self.channels), dtype=np.float32)
 
@@ -114,13 +122,4 @@ class AVFile:
         self._c.close()
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # PyAV's messages end with the path: "[Errno 1094995529] Invalid data found when processing input: '/x.m4a'"
-    text = text.split(": '", 1)[0]
-    if text.startswith("[Errno"):
-        text = text.split("] ", 1)[-1]
-    return text.rstrip(".")
-
-
-__all__ = ["AVFile", "INSTALL_HINT", "available"]
+__all__ = ["AVFile", "INSTALL_HINT", "Undecodable", "available"]

@@ -69,6 +69,36 @@ def test_bad_files_raise_one_clear_error(tmp_path, content, reason):
     assert str(f) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_info_opens_as_audiofile_and_a_cut_short_wav_warns_when_read(tmp_path):
+    """audio.info and AudioFile share one open (libsndfile, else PyAV); the cut-short warning comes
+    with the reading, so probing a header (the progress bar, the archive, the web page) says nothing."""
+    import io
+    import warnings
+
+    buf = io.BytesIO()
+    sf.write(buf, tone(440, 3.0), SR, format="WAV", subtype="PCM_16")
+    f = tmp_path / "cut.wav"
+    f.write_bytes(buf.getvalue()[: 44 + 2 * int(1.5 * SR)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inf = audio.info(f)
+        a = audio.AudioFile(f)
+    assert (inf.sample_rate, inf.channels, inf.frames) == (a.rate, a.channels, a.frames) == (SR, 1, int(1.5 * SR))
+    with a, pytest.warns(UserWarning, match=r"cut short: its header promises 1\.50 s more"):
+        assert sum(b.shape[0] for b in a.blocks(SR)) == int(1.5 * SR)
+
+
+def test_decoder_messages_become_one_reason_without_the_path():
+    from neuroear.errors import reason
+
+    p = "/music/it is.wav"
+    assert reason(RuntimeError(f"Error opening {p!r}: Format not recognised."), p) == "Format not recognised"
+    assert reason(RuntimeError("Error : flac decoder lost sync."), p) == "flac decoder lost sync"
+    pyav = f"[Errno 1094995529] Invalid data found when processing input: {p!r}; last error log: [mov] moov atom not found"
+    assert reason(OSError(pyav), p) == reason(OSError(pyav)) == "Invalid data found when processing input"
+    assert reason(ValueError(""), p) == "ValueError"
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(NeuroEarError, match="no such file"):
         audio.load(tmp_path / "nope.wav", sample_rate=framing.SAMPLE_RATE)
