@@ -38,12 +38,6 @@ def _detector(model: Path, threads: int):
     return Detector(model, provider="cpu", threads=threads)
 
 
-def _windows16(sig16: np.ndarray) -> np.ndarray:
-    from neuroear import framing
-
-    return framing.windows(sig16)[1]
-
-
 # ----------------------------------------------------------------------------- per hop
 
 
@@ -157,7 +151,7 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
 
     def torch_eager() -> int:
         x = audio.load(path44, sample_rate=framing.SAMPLE_RATE)
-        wins = framing.windows(x)[1]
+        wins = framing.windows(x, window=det.window_samples, context=det.framing.context)[1]
         with torch.inference_mode():
             for i in range(0, len(wins), 64):
                 tdet(torch.from_numpy(wins[i : i + 64]))
@@ -210,7 +204,7 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
 
     # per hop, batch 1, interleaved in slices so all three see the same machine
     w44 = seedmod.load_windows_44k(str(path44))
-    w16 = framing.windows(audio.load(path44, sample_rate=framing.SAMPLE_RATE))[1]
+    w16 = framing.windows(audio.load(path44, sample_rate=framing.SAMPLE_RATE), window=det.window_samples, context=det.framing.context)[1]
     det1 = det if threads == 1 else _detector(model, 1)
     hop: dict[str, list[float]] = defaultdict(list)
     c16, c44 = itertools.cycle(w16), itertools.cycle(w44)

@@ -88,7 +88,7 @@ def run_loop(source, *, model: Path, hop_seconds: float, duration: float | None,
 
     timings: dict[str, list[float]] = defaultdict(list)
     det = Detector(model, provider="cpu", threads=threads)
-    det.predict(np.zeros((1, det.window_samples), np.float32))  # warm-up outside the loop
+    det.predict(np.zeros((1, det.input_samples), np.float32))  # warm-up outside the loop
     policy = Policy(PolicyConfig.build(det.labels, det.thresholds))
     policy.update = _timed(policy.update, timings["policy"])
     with tempfile.TemporaryDirectory() as tmp:

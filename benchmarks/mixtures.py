@@ -121,17 +121,18 @@ def frame(x: np.ndarray, window: int, context: int = 0) -> np.ndarray:
     return np.stack([padded[k * window : k * window + context + window] for k in range(n)]) if n else np.zeros((0, context + window), x.dtype)
 
 
-def unknown_windows(real_train: Path, rate: int, window: int) -> np.ndarray:
-    """Windows of the validation split of real-train's ``other/`` files, louder than −45 dBFS."""
+def unknown_windows(real_train: Path, rate: int, window: int, *, context: int = 0) -> np.ndarray:
+    """Windows [n, context + window] of the validation split of real-train's ``other/`` files
+    whose window (not its context) is louder than −45 dBFS."""
     from neuroear.training.data import NEGATIVE_LABEL, labelled_splits
 
     ws = []
     for p, lab, split in labelled_splits(real_train):
         if lab != NEGATIVE_LABEL or split != "val":
             continue
-        w = frame(audio.load(p, sample_rate=rate), window)
-        ws.append(w[audio.dbfs(w) >= audio.SILENCE_DBFS])
-    return np.concatenate(ws) if ws else np.zeros((0, window), np.float32)
+        w = frame(audio.load(p, sample_rate=rate), window, context)
+        ws.append(w[audio.dbfs(w[:, context:]) >= audio.SILENCE_DBFS])
+    return np.concatenate(ws) if ws else np.zeros((0, context + window), np.float32)
 
 
 # GM program → the label whose range and playing styles its score borrows
@@ -140,8 +141,8 @@ UNKNOWN_PROGRAMS = {68: "clarinet", 70: "cello", 46: "piano", 11: "piano", 12: "
 UNKNOWN_FONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 
 
-def unknown_renders(rate: int, window: int, *, seconds: float = 12.0, seed: int = 0) -> np.ndarray:
-    """Windows [n, window] of instruments outside the label set, rendered (see module doc)."""
+def unknown_renders(rate: int, window: int, *, seconds: float = 12.0, seed: int = 0, context: int = 0) -> np.ndarray:
+    """Windows [n, context + window] of instruments outside the label set, rendered (see module doc)."""
     from neuroear.resample import resample
     from neuroear.training import music, render
 
@@ -153,8 +154,8 @@ def unknown_renders(rate: int, window: int, *, seconds: float = 12.0, seed: int 
         for program, like in UNKNOWN_PROGRAMS.items():
             sc = music.compose(like, program, phrases, seconds=seconds, rng=np.random.default_rng(seed + program))
             x = resample(synth.render(sc, program=program, seconds=seconds, fx=fx), render.RENDER_RATE, rate)
-            w = frame(x / (np.abs(x).max() + 1e-9) * 0.5, window)
-            ws.append(w[audio.dbfs(w) >= audio.SILENCE_DBFS])
+            w = frame(x / (np.abs(x).max() + 1e-9) * 0.5, window, context)
+            ws.append(w[audio.dbfs(w[:, context:]) >= audio.SILENCE_DBFS])
     finally:
         synth.close()
     return np.concatenate(ws).astype(np.float32)
@@ -170,20 +171,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     out: dict = {"seed": args.seed, "mixtures": args.n, "results": {}}
-    built: dict[tuple[int, int], dict] = {}  # models with the same framing score the same windows
+    built: dict[tuple[int, int, int], dict] = {}  # models with the same framing score the same windows
     for model in args.models:
         det = Detector(model)
-        win, rate = det.window_samples, det.sample_rate
-        if (rate, win) not in built:
-            sets = dev_sets(args.dev, rate, win, n=args.n, seed=args.seed)
+        win, rate, ctx = det.window_samples, det.sample_rate, det.framing.context
+        if (rate, win, ctx) not in built:
+            sets = dev_sets(args.dev, rate, win, n=args.n, seed=args.seed, context=ctx)
             if args.unknown:
-                u = unknown_windows(args.unknown, rate, win)
+                u = unknown_windows(args.unknown, rate, win, context=ctx)
                 sets["unknown"] = (u, [[] for _ in range(len(u))])
             if UNKNOWN_FONT.is_file():
-                u = unknown_renders(rate, win, seed=args.seed)
+                u = unknown_renders(rate, win, seed=args.seed, context=ctx)
                 sets["unknown-rendered"] = (u, [[] for _ in range(len(u))])
-            built[(rate, win)] = sets
-        res = {name: score(det, x, t) for name, (x, t) in built[(rate, win)].items()}
+            built[(rate, win, ctx)] = sets
+        res = {name: score(det, x, t) for name, (x, t) in built[(rate, win, ctx)].items()}
         out["results"][det.name] = res
         for name, r in res.items():
             print(

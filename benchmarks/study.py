@@ -94,7 +94,6 @@ def score_dev(res, sets: dict) -> dict[str, float]:
 
 def main() -> None:
     from neuroear.training import train as T
-    from neuroear.training.export import git_commit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["optimizers", "blocks", "hop", "frontend"])

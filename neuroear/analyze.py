@@ -76,7 +76,7 @@ def analyze_file(
     """
     det = detector if detector is not None else Detector(model)
     src = str(path) if source is None else source
-    fr = Framer(window=det.window_samples, hop=det.framing.hop(hop), sample_rate=det.sample_rate)
+    fr = Framer(window=det.window_samples, hop=det.framing.hop(hop), sample_rate=det.sample_rate, context=det.framing.context)
     thr = det.thresholds if thresholds is None else thresholds
     pending: list[tuple[int, np.ndarray]] = []
 

@@ -314,7 +314,7 @@ def evaluate_set(
             failed.append(f"{path}: no audio samples (0 frames)")
             continue
         files += 1
-        starts, w = frame(x, hop=hop, window=det.window_samples, sample_rate=det.sample_rate)
+        starts, w = frame(x, hop=hop, window=det.window_samples, sample_rate=det.sample_rate, context=det.framing.context)
         if label not in index:
             unknown[label] = unknown.get(label, 0) + len(w)
         for start, win, level in zip(starts / det.sample_rate, w, audio.dbfs(w)):

@@ -28,10 +28,18 @@ SLICE_SAMPLES = 4096  # samples written to the ring between readiness checks (bo
 
 @dataclass(frozen=True)
 class Framing:
-    """What a model reads: ``window`` samples at ``sample_rate`` Hz (from its card at run time)."""
+    """What a model reads: ``window`` samples at ``sample_rate`` Hz (from its card at run time),
+    after ``context`` samples of the audio before the window (0 for a one-window model). The
+    window is what a result is about; the context only informs it."""
 
     sample_rate: int = SAMPLE_RATE
     window: int = WINDOW_SAMPLES
+    context: int = 0
+
+    @property
+    def input(self) -> int:
+        """Samples per model input: context + window."""
+        return self.context + self.window
 
     @property
     def window_seconds(self) -> float:
@@ -132,8 +140,9 @@ class RingBuffer:
 class Framer:
     """Cuts a stream of mono samples into windows that start every ``hop`` samples.
 
-    Window k covers samples [k·hop, k·hop + window). The same framing is produced for any
-    block sizes pushed in. ``finish()`` emits the last, zero-padded windows so that every sample
+    Window k covers samples [k·hop, k·hop + window); with ``context`` each window comes with
+    the ``context`` samples before it (zeros before the stream began), as [context + window].
+    The same framing is produced for any block sizes pushed in. ``finish()`` emits the last, zero-padded windows so that every sample
     is covered; a final window holding less than ``min_tail`` samples of new audio (default
     MIN_TAIL_SECONDS at ``sample_rate``) is dropped unless it is the only one.
 
@@ -150,13 +159,15 @@ class Framer:
         hop: int = WINDOW_SAMPLES,
         sample_rate: int = SAMPLE_RATE,
         min_tail: int | None = None,
+        context: int = 0,
     ) -> None:
-        if hop <= 0 or window <= 0:
-            raise ValueError("window and hop must be positive")
+        if hop <= 0 or window <= 0 or context < 0:
+            raise ValueError("window and hop must be positive, context not negative")
         self.window = int(window)
         self.hop = int(hop)
+        self.context = int(context)
         self.min_tail = int(MIN_TAIL_SECONDS * sample_rate) if min_tail is None else int(min_tail)
-        self.ring = RingBuffer(self.window + SLICE_SAMPLES)
+        self.ring = RingBuffer(self.context + self.window + SLICE_SAMPLES)
         self.reset()
 
     def reset(self) -> None:
@@ -182,8 +193,15 @@ class Framer:
                 if drop_ending_before is not None and start + self.window < drop_ending_before:
                     self.dropped += 1
                     continue
-                out.append((start, self.ring.read(start, self.window)))
+                out.append((start, self._read(start)))
         return out
+
+    def _read(self, start: int, *, pad: bool = False) -> np.ndarray:
+        """[context + window] samples ending at ``start + window``; zeros before sample 0."""
+        lo = start - self.context
+        if lo >= 0:
+            return self.ring.read(lo, self.context + self.window, pad=pad)
+        return np.concatenate([np.zeros(-lo, np.float32), self.ring.read(0, self.context + self.window + lo, pad=pad)])
 
     def finish(self) -> list[tuple[int, np.ndarray]]:
         """Emit the remaining zero-padded windows (see the class docstring)."""
@@ -194,19 +212,19 @@ class Framer:
             new = total - max(self.next_start, covered_before)
             if self.next_start > 0 and new < self.min_tail:
                 break
-            out.append((self.next_start, self.ring.read(self.next_start, self.window, pad=True)))
+            out.append((self.next_start, self._read(self.next_start, pad=True)))
             self.next_start += self.hop
         return out
 
 
 def windows(
-    x: np.ndarray, *, hop: int = WINDOW_SAMPLES, window: int = WINDOW_SAMPLES, sample_rate: int = SAMPLE_RATE
+    x: np.ndarray, *, hop: int = WINDOW_SAMPLES, window: int = WINDOW_SAMPLES, sample_rate: int = SAMPLE_RATE, context: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frame a whole mono signal: returns (starts [n] in samples, windows [n, window] float32)."""
-    fr = Framer(window=window, hop=hop, sample_rate=sample_rate)
+    """Frame a whole mono signal: returns (starts [n] in samples, windows [n, context + window] float32)."""
+    fr = Framer(window=window, hop=hop, sample_rate=sample_rate, context=context)
     pairs = fr.push(x) + fr.finish()
     if not pairs:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, window), dtype=np.float32)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, context + window), dtype=np.float32)
     starts = np.array([s for s, _ in pairs], dtype=np.int64)
     return starts, np.stack([w for _, w in pairs])
 

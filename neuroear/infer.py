@@ -124,8 +124,9 @@ class Detector:
         self.labels: tuple[str, ...] = self.card.labels
         self.sample_rate: int = self.card.sample_rate
         self.window_samples: int = self.card.window_samples
+        self.input_samples: int = self.card.input_samples  # context before the window + the window
         self.thresholds = np.array([self.card.thresholds[lab] for lab in self.labels], dtype=np.float32)
-        self.framing = Framing(sample_rate=self.sample_rate, window=self.window_samples)
+        self.framing = Framing(sample_rate=self.sample_rate, window=self.window_samples, context=self.card.context_samples)
 
     def _check_graph(self, src: str) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
@@ -136,9 +137,9 @@ class Detector:
             got = [(o.name, o.shape) for o in outs]
             raise NeuroEarError(f"{src}: expected one output '{OUTPUT_NAME}' [batch, labels], found {got}; {FIX_HINT}")
         n_in, n_out = ins[0].shape[1], outs[0].shape[1]
-        if isinstance(n_in, int) and n_in != self.card.window_samples:
+        if isinstance(n_in, int) and n_in != self.card.input_samples:
             raise NeuroEarError(
-                f"{src}: graph takes windows of {n_in} samples but its metadata says {self.card.window_samples}; "
+                f"{src}: graph takes windows of {n_in} samples but its metadata says {self.card.input_samples}; "
                 "the metadata does not belong to this graph: re-export the model with `neuroear export`"
             )
         if isinstance(n_out, int) and n_out != len(self.card.labels):
@@ -149,13 +150,13 @@ class Detector:
 
     def _probe(self, src: str) -> None:
         """Run one silent window: catches graphs whose symbolic shapes hide a mismatch."""
-        x = np.zeros((1, self.card.window_samples), dtype=np.float32)
+        x = np.zeros((1, self.card.input_samples), dtype=np.float32)
         try:
             y = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise NeuroEarError(
-                f"{src}: model fails on a {self.card.window_samples}-sample window ({first[:200]}); {FIX_HINT}"
+                f"{src}: model fails on a {self.card.input_samples}-sample window ({first[:200]}); {FIX_HINT}"
             ) from None
         if getattr(y, "shape", None) != (1, len(self.card.labels)):
             raise NeuroEarError(
@@ -169,16 +170,18 @@ class Detector:
         return self.card.name
 
     def predict(self, windows: np.ndarray, *, batch: int = DEFAULT_BATCH) -> np.ndarray:
-        """Probabilities [n, n_labels] float32 for windows [n, window_samples] (float32, [-1, 1]).
+        """Probabilities [n, n_labels] float32 for windows [n, input_samples] (float32, [-1, 1]):
+        each the context before a window and the window (``framing.Framer`` with ``framing.context``
+        cuts them; input_samples = window_samples for a one-window model).
 
-        A single window [window_samples] is accepted too and gives [1, n_labels]. Non-finite
+        A single window [input_samples] is accepted too and gives [1, n_labels]. Non-finite
         samples are treated as silence so that no NaN can reach the output.
         """
         x = np.asarray(windows, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != self.window_samples:
-            raise NeuroEarError(f"windows must be [n, {self.window_samples}], got {list(x.shape)}")
+        if x.ndim != 2 or x.shape[1] != self.input_samples:
+            raise NeuroEarError(f"windows must be [n, {self.input_samples}], got {list(x.shape)}")
         if not np.isfinite(x).all():
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         x = np.clip(x, -1.0, 1.0)

@@ -16,7 +16,7 @@ from neuroear.errors import NeuroEarError
 
 METADATA_KEY = "neuroear"
 SCHEMA_VERSION = 1
-INPUT_NAME = "waveform"  # float32 [batch, window_samples] in [-1, 1]
+INPUT_NAME = "waveform"  # float32 [batch, context_samples + window_samples] in [-1, 1]
 OUTPUT_NAME = "probs"  # float32 [batch, n_labels] in [0, 1]
 
 
@@ -27,6 +27,8 @@ class ModelCard:
     ``thresholds`` maps label → decision threshold on its probability; ``metrics`` maps a
     data-set name → {"data": description, "macro_f1": …, …}; ``cqt`` holds the front end's
     parameters (sample rate, hop, fmin in Hz, bins, bins per octave, log compression).
+    ``context_samples`` is audio before the window that the model also reads (0: the window
+    alone); its probabilities are about the window, the latest ``window_samples``.
     """
 
     name: str
@@ -42,6 +44,12 @@ class ModelCard:
     git_commit: str = "unknown"
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    context_samples: int = 0
+
+    @property
+    def input_samples(self) -> int:
+        """Samples per model input: context + window."""
+        return self.context_samples + self.window_samples
 
     def to_json(self) -> str:
         """Serialise to a JSON string (labels as a list)."""
@@ -76,6 +84,7 @@ class ModelCard:
                 ("sample_rate", isinstance(d["sample_rate"], int) and d["sample_rate"] > 0),
                 ("window_samples", isinstance(d["window_samples"], int) and d["window_samples"] > 0),
                 ("cqt", isinstance(d["cqt"], dict)),
+                ("context_samples", isinstance(d.get("context_samples", 0), int) and d.get("context_samples", 0) >= 0),
                 ("thresholds", isinstance(d["thresholds"], dict)
                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d["thresholds"].values())),
             )
@@ -84,7 +93,7 @@ class ModelCard:
         if bad:
             raise NeuroEarError(
                 f"{source}: model metadata has malformed {', '.join(bad)} (labels: a list, sample_rate and "
-                "window_samples: positive integers, cqt: an object, thresholds: label → number); re-export the model"
+                "window_samples: positive integers, context_samples: an integer ≥ 0, cqt: an object, thresholds: label → number); re-export the model"
             )
         d["labels"] = tuple(str(x) for x in d["labels"])
         if not d["labels"] or len(set(d["labels"])) != len(d["labels"]):

@@ -107,3 +107,61 @@ def test_a_model_at_another_rate_is_served_at_its_own_framing(clip, tmp_path):
     assert [line["end"] for line in lines] == [r.end for r in rows]
     np.testing.assert_allclose([[line["probs"][lab] for lab in det.labels] for line in lines],
                                np.stack([r.probs for r in rows]), rtol=0, atol=6e-5)
+
+
+def _context_model(path: Path, *, rate: int, window: int, context: int) -> Path:
+    """An ONNX graph over [batch, context + window]: "past" = sigmoid(100·mean |context part|),
+    "now" = sigmoid(100·mean |window part|) — so a result shows which audio each part held."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def part(name: str, lo: int, hi: int) -> list:
+        return [
+            helper.make_node("Slice", ["waveform", f"{name}_lo", f"{name}_hi", "axis1"], [f"{name}_x"]),
+            helper.make_node("Abs", [f"{name}_x"], [f"{name}_a"]),
+            helper.make_node("ReduceMean", [f"{name}_a"], [f"{name}_m"], axes=[1], keepdims=1),
+            helper.make_node("Mul", [f"{name}_m", "gain"], [f"{name}_g"]),
+        ]
+
+    n = context + window
+    graph = helper.make_graph(
+        part("past", 0, context) + part("now", context, n)
+        + [helper.make_node("Concat", ["past_g", "now_g"], ["c"], axis=1), helper.make_node("Sigmoid", ["c"], ["probs"])],
+        "context",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[
+            helper.make_tensor("past_lo", TensorProto.INT64, [1], [0]), helper.make_tensor("past_hi", TensorProto.INT64, [1], [context]),
+            helper.make_tensor("now_lo", TensorProto.INT64, [1], [context]), helper.make_tensor("now_hi", TensorProto.INT64, [1], [n]),
+            helper.make_tensor("axis1", TensorProto.INT64, [1], [1]), helper.make_tensor("gain", TensorProto.FLOAT, [1], [100.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    card = {"schema": 1, "name": "tiny-context", "labels": ["past", "now"], "sample_rate": rate, "window_samples": window,
+            "context_samples": context, "cqt": {}, "thresholds": {"past": 0.75, "now": 0.75}}
+    helper.set_model_props(model, {"neuroear": json.dumps(card)})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_context_model_hears_the_past_in_analyze_and_listen(clip, tmp_path):
+    """2 s of context before each 1 s window: results are timed by the window; the past is the
+    stream's real audio (silence before it began), in analyze, listen and the API alike."""
+    model = _context_model(tmp_path / "ctx.onnx", rate=16000, window=16000, context=32000)
+    det = neuroear.Detector(model)
+    assert det.framing == framing.Framing(sample_rate=16000, window=16000, context=32000) and det.input_samples == 48000
+    rows = list(neuroear.analyze_file(clip, hop=0.5, detector=det))
+    x = audio.load(clip, sample_rate=16000)
+    starts, windows = framing.windows(x, hop=8000, window=16000, context=32000)
+    assert [r.start for r in rows] == list(starts / 16000) and rows[0].end == 1.0  # timed by the window
+    probs = np.stack([r.probs for r in rows])
+    np.testing.assert_allclose(probs, det.predict(windows), rtol=0, atol=1e-6)
+    assert probs[0, 0] == pytest.approx(0.5) and probs[0, 1] > 0.99  # nothing before the stream began
+    assert (probs[4:, 0] > 0.99).all()  # from 2 s on, the whole past is the clip's tone
+    assert det.active(probs[:1]) == [["now"]] and det.active(probs[4:5]) == [["past", "now"]]
+    r = run_cli("listen", "--input", str(clip), "--model", str(model), "--hop", "0.5", "--no-dashboard")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [line["start"] for line in lines] == [r.start for r in rows]
+    np.testing.assert_allclose([[line["probs"][lab] for lab in det.labels] for line in lines], probs, rtol=0, atol=6e-5)

@@ -72,3 +72,34 @@ def test_block_larger_than_capacity_keeps_its_tail():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError):
         RingBuffer(0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 9000),
+    context=st.sampled_from([0, 700, 2500]),
+    hop=st.sampled_from([250, 1000]),
+    blocks=st.lists(st.integers(1, 3000), min_size=1, max_size=6),
+)
+def test_context_windows_are_the_samples_before_each_window_for_any_blocks(n, context, hop, blocks):
+    from neuroear.framing import Framer, windows
+
+    window = 1000
+    x = np.arange(1, n + 1, dtype=np.float32)  # distinct non-zero samples: any misplacement shows
+    fr = Framer(window=window, hop=hop, sample_rate=4000, context=context)
+    got, i, k = [], 0, 0
+    while i < n:
+        step = blocks[k % len(blocks)]
+        got += fr.push(x[i : i + step])
+        i, k = i + step, k + 1
+    got += fr.finish()
+    starts, whole = windows(x, hop=hop, window=window, sample_rate=4000, context=context)
+    assert [s for s, _ in got] == starts.tolist()
+    padded = np.concatenate([np.zeros(context, np.float32), x, np.zeros(window, np.float32)])
+    for s, w in got:
+        assert w.shape == (context + window,)
+        np.testing.assert_array_equal(w, padded[s : s + context + window])  # zeros before 0 and after the end
+    if got:
+        np.testing.assert_array_equal(np.stack([w for _, w in got]), whole)
+    # the scored windows are the same as a one-window framer's, context or not
+    assert starts.tolist() == windows(x, hop=hop, window=window, sample_rate=4000)[0].tolist()

@@ -164,8 +164,17 @@ def test_a_context_model_reads_the_past_and_scores_the_latest_second(tmp_path) -
         assert not torch.allclose(net(past), base)  # the past informs the decision
     with pytest.raises(ValueError, match="PCEN"):
         InstrumentNet(("a",), CQTConfig(context_seconds=1.0, norm="pcen"))
-    # the runtime frames one window per model input: a context model must not ship as if it were one
+    # exported, its card tells the runtime to hand it the 2 s before each window
     card = X.build_card(net, {"labels": ["a", "b"], "thresholds": {"a": 0.5, "b": 0.5}, "config": {}}, name="ctx")
-    with pytest.raises(NeuroEarError, match="context_seconds"):
-        X.export(net, card, tmp_path / "ctx.onnx")
-    assert not (tmp_path / "ctx.onnx").exists()
+    assert (card.window_samples, card.context_samples) == (16000, 32000)
+    rep = X.export(net, card, tmp_path / "ctx.onnx")
+    assert rep["max_abs_diff"] <= rep["atol"]
+    from neuroear.framing import Framing
+    from neuroear.infer import Detector
+
+    det = Detector(tmp_path / "ctx.onnx", provider="cpu")
+    assert det.framing == Framing(sample_rate=16000, window=16000, context=32000)
+    with torch.no_grad():
+        np.testing.assert_allclose(det.predict(x.numpy()), torch.sigmoid(net(x)).numpy(), rtol=0, atol=1e-4)
+    with pytest.raises(NeuroEarError, match="48000"):
+        det.predict(np.zeros((1, 16000), np.float32))  # a bare window is not what it reads

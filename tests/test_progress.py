@@ -12,7 +12,6 @@ import subprocess
 import sys
 import termios
 
-import numpy as np
 import soundfile as sf
 
 from conftest import ROOT, SR, run_cli, tone

@@ -54,3 +54,33 @@ def test_init_from_a_checkpoint_with_fewer_labels_keeps_its_rows(tmp_path) -> No
 
     with pytest.raises(NeuroEarError, match="labels"):
         T._load_init(InstrumentNet(bad.labels, net=net), bad)
+
+
+def test_a_one_window_checkpoint_starts_a_context_model(tmp_path) -> None:
+    import torch
+
+    from neuroear.training import train as T
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    net = NetConfig(channels=(4, 8))
+    old = InstrumentNet(("piano", "violin"), net=net)
+    with torch.no_grad():
+        old.cnn.head.weight.normal_()
+    ck = tmp_path / "old.pt"
+    torch.save({"state_dict": old.state_dict(), "labels": ["piano", "violin"], "cqt": old.cqt_cfg.to_dict(), "net": net.to_dict()}, str(ck))
+    cfg = T.TrainConfig(labels=("piano", "violin"), net=net, cqt=CQTConfig(context_seconds=2.0), init=str(ck))
+    new = InstrumentNet(cfg.labels, cfg.cqt, net)
+    T._load_init(new, cfg)
+    w = new.cnn.head.weight
+    assert w.shape == (2, 3 * 8)
+    assert torch.equal(w[:, :16], old.cnn.head.weight) and not w[:, 16:].any()  # the past's columns start at zero
+    assert torch.equal(new.cnn.features[0].body[0].weight, old.cnn.features[0].body[0].weight)
+    # any other front-end change still refuses to start from it
+    import pytest
+
+    from neuroear.errors import NeuroEarError
+
+    other = T.TrainConfig(labels=cfg.labels, net=net, cqt=CQTConfig(context_seconds=2.0, n_bins=72), init=str(ck))
+    with pytest.raises(NeuroEarError, match="front end"):
+        T._load_init(InstrumentNet(other.labels, other.cqt, net), other)

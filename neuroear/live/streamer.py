@@ -68,7 +68,7 @@ class Streamer:
         self.window = int(framing.window)
         self.max_lag = None if max_lag is None else int(max_lag)
         self.stop_at = None if stop_at is None else int(stop_at)
-        self.framer = Framer(window=self.window, hop=self.hop, sample_rate=framing.sample_rate, min_tail=min_tail)
+        self.framer = Framer(window=self.window, hop=self.hop, sample_rate=framing.sample_rate, min_tail=min_tail, context=framing.context)
         self.reset()
 
     def reset(self) -> None:

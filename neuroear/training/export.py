@@ -75,6 +75,7 @@ def build_card(
         labels=tuple(checkpoint["labels"]),
         sample_rate=net.cqt_cfg.sample_rate,
         window_samples=net.cqt_cfg.window_samples,
+        context_samples=net.cqt_cfg.input_samples - net.cqt_cfg.window_samples,
         cqt=net.cqt_cfg.to_dict(),
         thresholds={k: round(float(v), 4) for k, v in checkpoint["thresholds"].items()},
         metrics={"validation": checkpoint.get("val", {}), **(metrics or {})},
@@ -95,9 +96,6 @@ def export(net: InstrumentNet, card: ModelCard, out: Path, *, atol: float = PARI
     out.parent.mkdir(parents=True, exist_ok=True)
     if card.labels != net.labels:
         raise NeuroEarError(f"card labels {card.labels} differ from the model's {net.labels}")
-    if net.cqt_cfg.context_seconds:
-        # the runtime's framer hands a model exactly one window; a context model's past is not served yet
-        raise NeuroEarError("models with context_seconds > 0 cannot be exported: the runtime serves one-window models only")
     card = replace(
         card,
         git_commit=card.git_commit if card.git_commit != "unknown" else git_commit(),
@@ -105,7 +103,9 @@ def export(net: InstrumentNet, card: ModelCard, out: Path, *, atol: float = PARI
         created=card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     graph = WithSigmoid(net).eval()
-    x = torch.from_numpy(parity_inputs(card.window_samples, card.sample_rate))
+    if card.input_samples != net.cqt_cfg.input_samples:
+        raise NeuroEarError(f"card frames {card.input_samples} samples per input, the model reads {net.cqt_cfg.input_samples}")
+    x = torch.from_numpy(parity_inputs(card.input_samples, card.sample_rate))
     tmp = out.with_suffix(".tmp.onnx")
     with torch.no_grad():
         torch.onnx.export(
@@ -120,11 +120,11 @@ def export(net: InstrumentNet, card: ModelCard, out: Path, *, atol: float = PARI
         )
         expected = graph(x).numpy()
     m = onnx.load(str(tmp))
-    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = card.window_samples
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = card.input_samples
     del m.metadata_props[:]
     entry = m.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, card.to_json()
-    m.doc_string = f"Neuro-Ear instrument detector {card.name}: waveform [batch, {card.window_samples}] → probs [batch, {len(card.labels)}]"
+    m.doc_string = f"Neuro-Ear instrument detector {card.name}: waveform [batch, {card.input_samples}] → probs [batch, {len(card.labels)}]"
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, str(out))
     tmp.unlink(missing_ok=True)

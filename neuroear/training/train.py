@@ -11,7 +11,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -125,7 +125,10 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
 
     Its labels must be this run's or a subset of them: the classifier rows of the labels it
     knows are copied, the rows of new labels keep their fresh initialisation (how drums and
-    bass joined an eleven-instrument model)."""
+    bass joined an eleven-instrument model). A one-window checkpoint may start a context model
+    (same front end but ``context_seconds``): the convolutions carry over unchanged, and the
+    classifier's columns for the past's summary start at zero, so the first step decides on
+    the latest second alone."""
     from neuroear.training.export import load_checkpoint
 
     start, _ = load_checkpoint(Path(cfg.init))  # built from the checkpoint's own labels and configs
@@ -133,12 +136,17 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     def shape(net: NetConfig) -> tuple:  # what the weights depend on (dropout, spec_mask do not)
         return tuple(net.channels), net.convs, net.residual
 
-    if not set(start.labels) <= set(cfg.labels) or start.cqt_cfg != cfg.cqt or shape(start.net_cfg) != shape(cfg.net):
+    gains_context = start.cqt_cfg.context_seconds == 0 and cfg.cqt.context_seconds > 0
+    same_front = start.cqt_cfg == replace(cfg.cqt, context_seconds=start.cqt_cfg.context_seconds if gains_context else cfg.cqt.context_seconds)
+    if not set(start.labels) <= set(cfg.labels) or not same_front or shape(start.net_cfg) != shape(cfg.net):
         raise NeuroEarError(
             f"{cfg.init}: checkpoint's front end or net shape differ from this run's config, or it has labels "
             "this run lacks; cannot start from it"
         )
     state = start.state_dict()
+    if gains_context:
+        w = state["cnn.head.weight"]
+        state["cnn.head.weight"] = torch.cat([w, torch.zeros(w.shape[0], w.shape[1] // 2)], dim=1)
     if start.labels != tuple(cfg.labels):
         own = model.state_dict()
         rows = [cfg.labels.index(lab) for lab in start.labels]
