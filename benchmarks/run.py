@@ -292,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         f16 = common.write_audio(tmp / "bench-16k.flac", max(z["live_rt16_s"] + 1, 5.0), rate=16_000)
         from neuroear import audio, framing
 
-        sig16 = audio.load(f44, sample_rate=framing.SAMPLE_RATE)
-        wins = framing.windows(sig16)[1]
+        from neuroear.infer import Detector
+
+        fr = Detector(model, provider="cpu", threads=1).framing  # the model's own rate, window and context
+        sig16 = audio.load(f44, sample_rate=fr.sample_rate)
+        wins = framing.windows(sig16, window=fr.window, sample_rate=fr.sample_rate, context=fr.context)[1]
 
         def section(name: str, fn) -> None:
             if name not in wanted:

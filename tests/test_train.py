@@ -28,6 +28,20 @@ def test_config_survives_a_json_round_trip() -> None:
     assert back.mix.background_db == (10.0, 30.0) and back.net.channels == (24, 48, 96, 128)
 
 
+def _old_checkpoint(tmp_path, net):  # noqa: ANN001, ANN202 (torch types, imported lazily)
+    """A piano/violin InstrumentNet with a random classifier, saved as a training checkpoint."""
+    import torch
+
+    from neuroear.training.model import InstrumentNet
+
+    old = InstrumentNet(("piano", "violin"), net=net)
+    with torch.no_grad():
+        old.cnn.head.weight.normal_()
+    ck = tmp_path / "old.pt"
+    torch.save({"state_dict": old.state_dict(), "labels": ["piano", "violin"], "cqt": old.cqt_cfg.to_dict(), "net": net.to_dict()}, str(ck))
+    return old, ck
+
+
 def test_init_from_a_checkpoint_with_fewer_labels_keeps_its_rows(tmp_path) -> None:
     import torch
 
@@ -35,11 +49,7 @@ def test_init_from_a_checkpoint_with_fewer_labels_keeps_its_rows(tmp_path) -> No
     from neuroear.training.model import InstrumentNet, NetConfig
 
     net = NetConfig(channels=(4, 8))
-    old = InstrumentNet(("piano", "violin"), net=net)
-    with torch.no_grad():
-        old.cnn.head.weight.normal_()
-    ck = tmp_path / "old.pt"
-    torch.save({"state_dict": old.state_dict(), "labels": ["piano", "violin"], "cqt": old.cqt_cfg.to_dict(), "net": net.to_dict()}, str(ck))
+    old, ck = _old_checkpoint(tmp_path, net)
     cfg = T.TrainConfig(labels=("drums", "piano", "violin"), net=net, init=str(ck))
     new = InstrumentNet(cfg.labels, net=net)
     fresh = new.cnn.head.weight[0].clone()
@@ -64,11 +74,7 @@ def test_a_one_window_checkpoint_starts_a_context_model(tmp_path) -> None:
     from neuroear.training.model import InstrumentNet, NetConfig
 
     net = NetConfig(channels=(4, 8))
-    old = InstrumentNet(("piano", "violin"), net=net)
-    with torch.no_grad():
-        old.cnn.head.weight.normal_()
-    ck = tmp_path / "old.pt"
-    torch.save({"state_dict": old.state_dict(), "labels": ["piano", "violin"], "cqt": old.cqt_cfg.to_dict(), "net": net.to_dict()}, str(ck))
+    old, ck = _old_checkpoint(tmp_path, net)
     cfg = T.TrainConfig(labels=("piano", "violin"), net=net, cqt=CQTConfig(context_seconds=2.0), init=str(ck))
     new = InstrumentNet(cfg.labels, cfg.cqt, net)
     T._load_init(new, cfg)
