@@ -55,6 +55,8 @@ class ModelCard:
         """Serialise to a JSON string (labels as a list)."""
         d = asdict(self)
         d["labels"] = list(self.labels)
+        if not d["context_samples"]:
+            del d["context_samples"]  # one-window models: the cards written before the field existed, unchanged
         return json.dumps(d, indent=1, sort_keys=True)
 
     @classmethod

@@ -87,7 +87,9 @@ def _assert_parity(out: Path, detector, sources: list[Path]) -> None:
         probs = got[list(detector.labels)].to_numpy()
         diff = np.abs(probs - np.stack([r.probs for r in ref])).max()
         print(f"parity {src.name}: {len(ref)} windows, max |dp| = {diff:.1e}")
-        assert diff <= 1e-6, src
+        # a worker's batches need not be analyze's (the second run starts mid-list): ONNX Runtime may
+        # sum in another order per batch size (1.7e-6 seen here, 1.4e-5 elsewhere)
+        assert diff <= 1e-4, src
         assert [list(a) for a in got.active] == [list(r.active) for r in ref], src
 
 
