@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--recipe", help="hop, frontend: labels and mix from this training config (JSON)")
     ap.add_argument("--dev", help="hop, frontend: also score each run on this real dev set and on mixtures of it")
     ap.add_argument("--variants", nargs="+", help="frontend: run only these arms (default: all)")
+    ap.add_argument("--append", action="store_true", help="frontend: keep the runs already in results/study-frontend.json (more seeds)")
     args = ap.parse_args()
 
     base = T.TrainConfig(
@@ -132,9 +133,14 @@ def main() -> None:
             "wide24k": {"cqt": replace(base.cqt, sample_rate=24_000, hop_length=768, n_bins=97)},
             "context2s": {"cqt": replace(base.cqt, context_seconds=2.0)},
         }
-        variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
-        runs = frontend_runs(base, variants, args)
-        write_results(args, base, variants, runs)
+        old = []
+        if args.append and (RESULTS / "study-frontend.json").is_file():
+            prev = json.loads((RESULTS / "study-frontend.json").read_text())
+            old, args.earlier_command = prev["runs"], prev["command"]
+        todo = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
+        runs = old + frontend_runs(base, todo, args, skip={(r["variant"], r["seed"]) for r in old})
+        args.seeds = sorted({r["seed"] for r in runs})
+        write_results(args, base, {k: v for k, v in variants.items() if any(r["variant"] == k for r in runs)}, runs)
         return
     clips = T.load_clips(base, Path(args.cache))  # decoded once, shared by every run
     dev_sets = dev_windows(args.dev, base) if args.dev else {}
@@ -175,13 +181,15 @@ def one_run(cfg, name: str, clips, dev_sets: dict) -> dict:
     return run
 
 
-def frontend_runs(base, variants: dict, args) -> list[dict]:
-    """Every arm × seed; clips and dev windows are rebuilt only when the arm's rate or context changes
-    (the same recordings and renders, decoded at the arm's rate)."""
+def frontend_runs(base, variants: dict, args, *, skip: set = frozenset()) -> list[dict]:
+    """Every arm × seed not in ``skip`` ((variant, seed) pairs); clips and dev windows are rebuilt only
+    when the arm's rate or context changes (the same recordings and renders, decoded at the arm's rate)."""
     from neuroear.training import train as T
 
     runs, loaded = [], {}
     for name, change in variants.items():
+        if all((name, seed) in skip for seed in args.seeds):
+            continue
         cfg0 = replace(base, **change)
         key = (cfg0.cqt.sample_rate, cfg0.cqt.context_seconds)
         if key not in loaded:
@@ -189,7 +197,8 @@ def frontend_runs(base, variants: dict, args) -> list[dict]:
             loaded[key] = (T.load_clips(cfg0, Path(args.cache)), dev_windows(args.dev, cfg0) if args.dev else {})
         clips, dev_sets = loaded[key]
         for seed in args.seeds:
-            runs.append(one_run(replace(cfg0, seed=seed), name, clips, dev_sets))
+            if (name, seed) not in skip:
+                runs.append(one_run(replace(cfg0, seed=seed), name, clips, dev_sets))
     return runs
 
 
@@ -215,7 +224,9 @@ def write_results(args, base, variants: dict, runs: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "study": args.what,
-        "command": "python benchmarks/study.py " + " ".join(__import__("sys").argv[1:]),
+        "command": " && ".join(
+            c for c in (getattr(args, "earlier_command", ""), "python benchmarks/study.py " + " ".join(__import__("sys").argv[1:])) if c
+        ),
         "steps": args.steps,
         "seeds": args.seeds,
         "batch": base.batch,
