@@ -77,14 +77,18 @@ def make_mixtures(clips: list[tuple[str, np.ndarray]], *, n: int, seed: int, win
 
 def score(det: Detector, windows: np.ndarray, truth: list[list[str]]) -> dict:
     """Multi-label scores of ``det`` on windows [n, samples] with true label sets."""
-    index = {lab: i for i, lab in enumerate(det.labels)}
-    t = np.zeros((len(truth), len(det.labels)), dtype=bool)
+    return score_active(det.labels, det.predict(windows) >= det.thresholds[None, :], truth)
+
+
+def score_active(labels: tuple[str, ...], p: np.ndarray, truth: list[list[str]]) -> dict:
+    """Multi-label scores of decisions p [n, n_labels] (bool, in ``labels`` order) against true label sets."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    t = np.zeros((len(truth), len(labels)), dtype=bool)
     for i, labs in enumerate(truth):
         for lab in labs:
             if lab in index:
                 t[i, index[lab]] = True
-    p = det.predict(windows) >= det.thresholds[None, :]
-    rows = E.report(t, p, det.labels)
+    rows = E.report(t, p, labels)
     return {
         "windows": int(len(t)),
         "macro_f1": round(E.row(rows, "macro").f1, 4) if t.any() else None,

@@ -1,5 +1,6 @@
 """Context after the model, at no cost: the decision policy's causal mean of probabilities
-(`neuroear listen --smooth N`) on the real dev set and dev-mixtures (benchmarks/mixtures.py).
+(`neuroear listen --smooth N`, the same ``live.policy.Policy``) on the real dev set and
+dev-mixtures (benchmarks/mixtures.py).
 
     python benchmarks/smoothing.py models/neuroear-v4.onnx [--smooth 1 2 3] [--out benchmarks/results/smoothing.json]
 
@@ -23,12 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mixtures as M  # noqa: E402
 
 
-def causal_mean(p: np.ndarray, n: int) -> np.ndarray:
-    """[windows, labels] → the mean of each row with up to ``n`` − 1 rows before it."""
-    c = np.cumsum(np.vstack([np.zeros((1, p.shape[1]), p.dtype), p]), axis=0)
-    i = np.arange(1, len(p) + 1)
-    lo = np.maximum(0, i - n)
-    return (c[i] - c[lo]) / (i - lo)[:, None]
+def decide(det, probs: list[np.ndarray], smooth: int) -> np.ndarray:
+    """Active [windows, labels] (bool) of `listen --smooth N`'s policy over each clip's probabilities
+    [windows, labels] in turn (the policy restarts with every clip, as a new stream)."""
+    from neuroear.live.session import make_policy
+
+    policy = make_policy(det, smooth=smooth)
+    out = []
+    for p in probs:
+        policy.reset()
+        for row in p:
+            active = policy.update(row, start=0.0, end=0.0).active
+            out.append([lab in active for lab in det.labels])
+    return np.array(out, dtype=bool).reshape(-1, len(det.labels))
 
 
 def main() -> None:
@@ -53,16 +61,7 @@ def main() -> None:
         probs = [det.predict(w) for w, _ in items if len(w)]
         truth = [t for w, ts in items if len(w) for t in ts]
         for n in args.smooth:
-            smoothed = np.concatenate([causal_mean(p, n) for p in probs])
-
-            class Smoothed:  # what mixtures.score needs of a detector
-                labels, thresholds = det.labels, det.thresholds
-
-                @staticmethod
-                def predict(_: np.ndarray, s: np.ndarray = smoothed) -> np.ndarray:
-                    return s
-
-            r = M.score(Smoothed, smoothed, truth)
+            r = M.score_active(det.labels, decide(det, probs, n), truth)
             r.pop("table")
             out["results"].setdefault(name, {})[f"smooth={n}"] = r
             print(f"{name:13s} smooth {n}: macro {r['macro_f1']}  exact {r['exact_set']:.3f}  false/win {r['false_per_window']:.3f}  missed/win {r['missed_per_window']:.3f}", flush=True)
