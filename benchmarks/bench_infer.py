@@ -140,7 +140,13 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
     torch.set_num_threads(threads)
     det = _detector(model, threads)
     seed_pipe = seedmod.SeedPipeline(batch=1)
-    tdet = WithSigmoid(TorchDetector(det.labels)).eval()
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import NetConfig
+
+    # the torch twin has the model's own front end and shape (from its card), so both read the same windows
+    net_cfg = NetConfig.from_dict(det.card.training["net"]) if "net" in det.card.training else NetConfig()
+    tdet = WithSigmoid(TorchDetector(det.labels, CQTConfig(**det.card.cqt), net_cfg)).eval()
+    fr = det.framing
 
     def ours() -> int:
         return _analyze_once(det, path44, batch=64)
@@ -150,8 +156,8 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
         return len(seed_pipe.predict(w))
 
     def torch_eager() -> int:
-        x = audio.load(path44, sample_rate=framing.SAMPLE_RATE)
-        wins = framing.windows(x, window=det.window_samples, context=det.framing.context)[1]
+        x = audio.load(path44, sample_rate=fr.sample_rate)
+        wins = framing.windows(x, window=fr.window, sample_rate=fr.sample_rate, context=fr.context)[1]
         with torch.inference_mode():
             for i in range(0, len(wins), 64):
                 tdet(torch.from_numpy(wins[i : i + 64]))
@@ -204,7 +210,7 @@ def compare(model: Path, path44: Path, *, seconds: float, rounds: int, ours_repe
 
     # per hop, batch 1, interleaved in slices so all three see the same machine
     w44 = seedmod.load_windows_44k(str(path44))
-    w16 = framing.windows(audio.load(path44, sample_rate=framing.SAMPLE_RATE), window=det.window_samples, context=det.framing.context)[1]
+    w16 = framing.windows(audio.load(path44, sample_rate=fr.sample_rate), window=fr.window, sample_rate=fr.sample_rate, context=fr.context)[1]
     det1 = det if threads == 1 else _detector(model, 1)
     hop: dict[str, list[float]] = defaultdict(list)
     c16, c44 = itertools.cycle(w16), itertools.cycle(w44)

@@ -133,14 +133,14 @@ def main() -> None:
             "wide24k": {"cqt": replace(base.cqt, sample_rate=24_000, hop_length=768, n_bins=97)},
             "context2s": {"cqt": replace(base.cqt, context_seconds=2.0)},
         }
-        old = []
+        old, earlier = [], ""
         if args.append and (RESULTS / "study-frontend.json").is_file():
             prev = json.loads((RESULTS / "study-frontend.json").read_text())
-            old, args.earlier_command = prev["runs"], prev["command"]
+            old, earlier = prev["runs"], prev["command"]
         todo = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
         runs = old + frontend_runs(base, todo, args, skip={(r["variant"], r["seed"]) for r in old})
         args.seeds = sorted({r["seed"] for r in runs})
-        write_results(args, base, {k: v for k, v in variants.items() if any(r["variant"] == k for r in runs)}, runs)
+        write_results(args, base, {k: v for k, v in variants.items() if any(r["variant"] == k for r in runs)}, runs, earlier=earlier)
         return
     clips = T.load_clips(base, Path(args.cache))  # decoded once, shared by every run
     dev_sets = dev_windows(args.dev, base) if args.dev else {}
@@ -202,8 +202,9 @@ def frontend_runs(base, variants: dict, args, *, skip: set = frozenset()) -> lis
     return runs
 
 
-def write_results(args, base, variants: dict, runs: list[dict]) -> None:
-    """benchmarks/results/study-<what>.{json,png}: every run, and the mean ± spread per arm."""
+def write_results(args, base, variants: dict, runs: list[dict], *, earlier: str = "") -> None:
+    """benchmarks/results/study-<what>.{json,png}: every run, and the mean ± spread per arm
+    (``earlier``: the command of runs kept from a previous file, recorded before this one)."""
     from neuroear.training.export import git_commit
 
     dev_keys = sorted({k for r in runs for k in r if k.startswith("dev")})
@@ -224,9 +225,7 @@ def write_results(args, base, variants: dict, runs: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "study": args.what,
-        "command": " && ".join(
-            c for c in (getattr(args, "earlier_command", ""), "python benchmarks/study.py " + " ".join(__import__("sys").argv[1:])) if c
-        ),
+        "command": " && ".join(c for c in (earlier, "python benchmarks/study.py " + " ".join(__import__("sys").argv[1:])) if c),
         "steps": args.steps,
         "seeds": args.seeds,
         "batch": base.batch,

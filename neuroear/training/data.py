@@ -123,17 +123,16 @@ def manifest_sources(source: str | Path) -> dict[str, str]:
     return {str(src.parent / r["file"]): r["source"] for r in rows if r.get("file") and r.get("source")}
 
 
-def split_groups(source: str | Path, *, sources: dict[str, str] | None = None) -> dict[str, str]:
-    """file path → split group: the song for multitrack stems (``SONG_SOURCE_PREFIXES``), the file
-    itself otherwise (absent). ``sources`` is `manifest_sources`' answer if already read."""
-    sources = manifest_sources(source) if sources is None else sources
+def split_groups(sources: dict[str, str]) -> dict[str, str]:
+    """file path → split group, from `manifest_sources`' answer: the song for multitrack stems
+    (``SONG_SOURCE_PREFIXES``); files of other sources are absent (each file is its own group)."""
     return {f: s for f, s in sources.items() if s.startswith(SONG_SOURCE_PREFIXES)}
 
 
 def labelled_splits(source: str | Path) -> list[tuple[Path, str, str]]:
     """(file, label, "train" or "val") for every file of ``source``, split as training splits it:
     by `split_groups`' group (a multitrack song), else by the file's own path."""
-    groups = split_groups(source)
+    groups = split_groups(manifest_sources(source))
     return [(p, lab, split_of(groups.get(str(p), str(p)))) for p, lab in read_labelled(source)]
 
 
@@ -156,7 +155,7 @@ def load_real(
     origin: dict[str, str] = {}
     for s_ in sources:
         origin.update(manifest_sources(s_))
-    groups = split_groups("", sources=origin)
+    groups = split_groups(origin)
     frame_samples(rate)  # refuse a rate the activity frames cannot use before decoding anything
     listed = [[str(p), lab] for p, lab in pairs]
     key = hashlib.sha1(json.dumps(listed if rate == SR else [rate, listed]).encode()).hexdigest()[:12]

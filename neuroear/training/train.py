@@ -137,7 +137,8 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
         return tuple(net.channels), net.convs, net.residual
 
     gains_context = start.cqt_cfg.context_seconds == 0 and cfg.cqt.context_seconds > 0
-    same_front = start.cqt_cfg == replace(cfg.cqt, context_seconds=start.cqt_cfg.context_seconds if gains_context else cfg.cqt.context_seconds)
+    # the same front end, or the same one that now also reads the past
+    same_front = start.cqt_cfg == cfg.cqt or (gains_context and start.cqt_cfg == replace(cfg.cqt, context_seconds=0.0))
     if not set(start.labels) <= set(cfg.labels) or not same_front or shape(start.net_cfg) != shape(cfg.net):
         raise NeuroEarError(
             f"{cfg.init}: checkpoint's front end or net shape differ from this run's config, or it has labels "
