@@ -90,3 +90,36 @@ def test_a_one_window_checkpoint_starts_a_context_model(tmp_path) -> None:
     other = T.TrainConfig(labels=cfg.labels, net=net, cqt=CQTConfig(context_seconds=2.0, n_bins=72), init=str(ck))
     with pytest.raises(NeuroEarError, match="front end"):
         T._load_init(InstrumentNet(other.labels, other.cqt, net), other)
+
+
+def test_a_16_khz_checkpoint_starts_a_wider_band_model(tmp_path) -> None:
+    import pytest
+    import torch
+
+    from neuroear.errors import NeuroEarError
+    from neuroear.training import train as T
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    net = NetConfig(channels=(4, 8))
+    old, ck = _old_checkpoint(tmp_path, net)
+    wide = CQTConfig(sample_rate=24000, hop_length=768, n_bins=97)
+    cfg = T.TrainConfig(labels=("piano", "violin"), net=net, cqt=wide, init=str(ck))
+    new = InstrumentNet(cfg.labels, cfg.cqt, net)
+    own_front = {k: v.clone() for k, v in new.state_dict().items() if k.startswith("frontend.")}
+    T._load_init(new, cfg)
+    state = new.state_dict()
+    assert own_front and all(torch.equal(state[k], v) for k, v in own_front.items())  # the 24 kHz kernels stay
+    assert torch.equal(new.cnn.head.weight, old.cnn.head.weight)
+    assert all(torch.equal(state[k], v) for k, v in old.state_dict().items() if k.startswith("cnn."))
+    with torch.no_grad():  # and it runs: 24 kHz in, one probability per label out
+        assert new(torch.zeros(1, 24000)).shape == (1, 2)
+    # a different frame duration, a narrower band or another lowest bin still refuse
+    for bad in (
+        CQTConfig(sample_rate=24000, hop_length=384, n_bins=97),
+        CQTConfig(sample_rate=24000, hop_length=768, n_bins=72),
+        CQTConfig(sample_rate=24000, hop_length=768, n_bins=85, fmin=65.4),
+    ):
+        other = T.TrainConfig(labels=cfg.labels, net=net, cqt=bad, init=str(ck))
+        with pytest.raises(NeuroEarError, match="front end"):
+            T._load_init(InstrumentNet(other.labels, other.cqt, net), other)

@@ -120,6 +120,17 @@ def _predict(model: torch.nn.Module, x: np.ndarray, batch: int = 128) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _widens(old: CQTConfig, new: CQTConfig) -> bool:
+    """Whether ``new`` hears everything ``old`` does, bin for bin and frame for frame, and more
+    above it: a higher (or equal) rate, at least as many bins from the same lowest bin at the
+    same bins per octave, the same frame duration (hop / rate) and the same log and norm."""
+    if new == old:
+        return False
+    same_frames = old.hop_length * new.sample_rate == new.hop_length * old.sample_rate
+    same_rest = replace(new, sample_rate=old.sample_rate, hop_length=old.hop_length, n_bins=old.n_bins) == old
+    return same_frames and same_rest and new.sample_rate >= old.sample_rate and new.n_bins >= old.n_bins
+
+
 def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     """Start from ``cfg.init``'s weights; its front end and net shape must be this run's.
 
@@ -128,7 +139,11 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     bass joined an eleven-instrument model). A one-window checkpoint may start a context model
     (same front end but ``context_seconds``): the convolutions carry over unchanged, and the
     classifier's columns for the past's summary start at zero, so the first step decides on
-    the latest second alone."""
+    the latest second alone. A checkpoint may also start a model whose front end *widens* its own
+    (a higher rate and more bins on top of the same lowest bin, bins per octave, frame duration,
+    log and norm; see ``_widens``): the CQT bins it knew keep their meaning and the CNN's
+    convolutions and pooling do not depend on the bin count, so its CNN carries over and only the
+    front end is this run's own. This is how a 16 kHz model starts a 24 kHz one."""
     from neuroear.training.export import load_checkpoint
 
     start, _ = load_checkpoint(Path(cfg.init))  # built from the checkpoint's own labels and configs
@@ -138,13 +153,18 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
 
     gains_context = start.cqt_cfg.context_seconds == 0 and cfg.cqt.context_seconds > 0
     # the same front end, or the same one that now also reads the past
-    same_front = start.cqt_cfg == cfg.cqt or (gains_context and start.cqt_cfg == replace(cfg.cqt, context_seconds=0.0))
+    ours = replace(cfg.cqt, context_seconds=0.0) if gains_context else cfg.cqt
+    widens = _widens(start.cqt_cfg, ours)
+    same_front = start.cqt_cfg == ours or widens
     if not set(start.labels) <= set(cfg.labels) or not same_front or shape(start.net_cfg) != shape(cfg.net):
         raise NeuroEarError(
             f"{cfg.init}: checkpoint's front end or net shape differ from this run's config, or it has labels "
             "this run lacks; cannot start from it"
         )
     state = start.state_dict()
+    if widens:  # the run's own CQT kernels; the CNN's weights from the checkpoint
+        state = {k: v for k, v in state.items() if not k.startswith("frontend.")}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("frontend.")})
     if gains_context:
         w = state["cnn.head.weight"]
         state["cnn.head.weight"] = torch.cat([w, torch.zeros(w.shape[0], w.shape[1] // 2)], dim=1)
