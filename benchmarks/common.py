@@ -15,7 +15,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -59,6 +59,21 @@ def time_calls(fn: Callable[[], object], *, repeats: int, warmup: int = 3) -> li
         fn()
         out.append((pc() - t0) * 1e3)
     return out
+
+
+def time_interleaved(calls: Mapping[str, Callable[[], object]], *, repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Each of ``calls`` warmed up ``warmup`` times, then timed in ``repeats`` rounds of one call each
+    (in the mapping's order); returns {name: each call's ms}.
+
+    Alternating call by call, rather than timing one callable's whole series after another's, lets
+    machine load hit every callable alike, so their ratios hold on a busy machine."""
+    for fn in calls.values():
+        time_calls(fn, repeats=0, warmup=warmup)
+    times: dict[str, list[float]] = {n: [] for n in calls}
+    for _ in range(repeats):
+        for n, fn in calls.items():
+            times[n] += time_calls(fn, repeats=1, warmup=0)
+    return times
 
 
 def median(xs: Iterable[float]) -> float:

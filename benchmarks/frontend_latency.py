@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import summarize, time_calls  # noqa: E402
+from common import summarize, time_interleaved  # noqa: E402
 
 WARMUP = 50  # calls per model before timing starts
 
@@ -70,12 +71,7 @@ def main() -> None:
             sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
             inputs[name] = {"waveform": x}
             info[name] = {"parameters": n_params(net), "mb": round(path.stat().st_size / 1e6, 3), "input_samples": cqt.input_samples, "sample_rate": cqt.sample_rate}
-        for n, s in sessions.items():
-            time_calls(lambda: s.run(None, inputs[n]), repeats=0, warmup=WARMUP)
-        times: dict[str, list[float]] = {n: [] for n in sessions}
-        for _ in range(args.repeats):
-            for n, s in sessions.items():
-                times[n] += time_calls(lambda: s.run(None, inputs[n]), repeats=1, warmup=0)
+        times = time_interleaved({n: partial(s.run, None, inputs[n]) for n, s in sessions.items()}, repeats=args.repeats, warmup=WARMUP)
     names = list(sessions)
     for n, t in times.items():
         s = summarize(t)

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import summarize, time_calls  # noqa: E402
+from common import summarize, time_interleaved  # noqa: E402
 
 WIDTHS = {"shipped (16, 32, 64, 128)": (16, 32, 64, 128), "wide (24, 48, 96, 128)": (24, 48, 96, 128)}
 WARMUP = 50  # calls per model before timing starts
@@ -54,12 +55,7 @@ def main() -> None:
             export(det, card, path)
             dets[name] = OrtDetector(path, provider="cpu", threads=1)
             info[name] = {"parameters": n_params(det), "mb": round(path.stat().st_size / 1e6, 3)}
-        for d in dets.values():
-            time_calls(lambda: d.predict(x), repeats=0, warmup=WARMUP)
-        times: dict[str, list[float]] = {n: [] for n in dets}
-        for _ in range(args.repeats):
-            for n, d in dets.items():
-                times[n] += time_calls(lambda: d.predict(x), repeats=1, warmup=0)
+        times = time_interleaved({n: partial(d.predict, x) for n, d in dets.items()}, repeats=args.repeats, warmup=WARMUP)
     for n, t in times.items():
         s = summarize(t)
         info[n].update(p50_ms=s["p50_ms"], p99_ms=s["p99_ms"])

@@ -197,3 +197,15 @@ def test_memory_header_uses_the_durations_measured() -> None:
     md = run.markdown(_result({"memory": mem}))
     assert "peak RSS MB: 1 min / 10 min / 1.5 h of audio" in md, md
     assert [run.duration(x) for x in (5, 20, 90, 3600)] == ["5 s", "20 s", "1.5 min", "1 h"]
+
+
+def test_time_interleaved_alternates_call_by_call() -> None:
+    # the latency scripts' ratios are only fair if the callables alternate after the warm-up
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "benchmarks" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    order: list[str] = []
+    times = common.time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=2)
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3}
+    assert all(ms >= 0 for t in times.values() for ms in t)
