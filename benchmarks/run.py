@@ -291,10 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         cmp44 = common.write_audio(tmp / "compare-44k.flac", z["cmp_s"], rate=common.BENCH_RATE)
         f16 = common.write_audio(tmp / "bench-16k.flac", max(z["live_rt16_s"] + 1, 5.0), rate=16_000)
         from neuroear import audio, framing
+        from neuroear.metadata import read_card
 
-        from neuroear.infer import Detector
-
-        fr = Detector(model, provider="cpu", threads=1).framing  # the model's own rate, window and context
+        fr = read_card(model).framing  # the model's own rate, window and context
         sig16 = audio.load(f44, sample_rate=fr.sample_rate)
         wins = framing.windows(sig16, window=fr.window, sample_rate=fr.sample_rate, context=fr.context)[1]
 

@@ -16,12 +16,11 @@ import numpy as np
 
 from neuroear.errors import NeuroEarError
 from neuroear.framing import Framing
-from neuroear.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
+from neuroear.metadata import FIX_HINT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
 
 DEFAULT_MODEL_NAME = "neuroear-v4.onnx"
 MODEL_ENV = "NEUROEAR_MODEL"
 DEFAULT_BATCH = 64  # windows per ORT call in file analysis
-FIX_HINT = "use a model file made by `neuroear export` (--model PATH or $NEUROEAR_MODEL), or drop both to use the shipped one"
 
 
 def default_model_path() -> Path:
@@ -126,7 +125,7 @@ class Detector:
         self.window_samples: int = self.card.window_samples
         self.input_samples: int = self.card.input_samples  # context before the window + the window
         self.thresholds = np.array([self.card.thresholds[lab] for lab in self.labels], dtype=np.float32)
-        self.framing = Framing(sample_rate=self.sample_rate, window=self.window_samples, context=self.card.context_samples)
+        self.framing: Framing = self.card.framing
 
     def _check_graph(self, src: str) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()

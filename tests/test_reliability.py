@@ -609,6 +609,35 @@ def test_bad_model_file_is_a_clear_error(tmp_path, case):
     assert str(path) in msg and "\n" not in msg and re.search(reason, msg), msg
 
 
+# the cases read_card answers: those in the file's bytes and its card (the graph checks need a session)
+CARD_CASES = ["empty", "truncated", "not ONNX", "ONNX without our metadata", "unknown schema version", "metadata not JSON",
+              "metadata fields malformed", "metadata lacks fields"]
+
+
+@pytest.mark.parametrize("case", CARD_CASES)
+def test_read_card_without_a_session_fails_as_the_detector_does(tmp_path, case):
+    from neuroear.metadata import read_card
+
+    make, reason = MODEL_CASES[case]
+    path = tmp_path / "model.onnx"
+    make(path)
+    with pytest.raises(NeuroEarError) as e:
+        read_card(path)
+    msg = str(e.value)
+    assert str(path) in msg and "\n" not in msg and re.search(reason, msg), msg
+
+
+def test_read_card_is_the_card_the_detector_reads(tmp_path):
+    from neuroear.infer import Detector
+    from neuroear.metadata import read_card
+
+    shipped = ROOT / "models" / "neuroear-v4.onnx"
+    det = Detector(shipped)
+    assert read_card(shipped) == det.card and read_card(shipped).framing == det.framing
+    tiny = read_card(_onnx_model(tmp_path / "ok.onnx", card={"name": "tiny-context", "context_samples": 8000}))
+    assert tiny.name == "tiny-context" and tiny.framing.context == 8000 and tiny.framing.input == 24000
+
+
 def test_a_small_model_of_ours_works(tmp_path):
     """The same helper with matching metadata is a valid model: the cases above fail for their own reason."""
     from neuroear.infer import Detector
