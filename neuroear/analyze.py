@@ -14,7 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, Generator, Sequence, TextIO
 
 import numpy as np
 
@@ -65,9 +65,10 @@ def analyze_file(
     thresholds: np.ndarray | None = None,
     source: str | None = None,
     batch: int = BATCH,
-) -> Iterator[WindowResult]:
+) -> Generator[WindowResult, None, float]:
     """Yield one WindowResult per window of ``path``, in order; a window starts every ``hop`` s
-    (``batch``: windows per ONNX Runtime call).
+    (``batch``: windows per ONNX Runtime call). Returns (``total = yield from analyze_file(…)``)
+    the seconds of audio decoded, at the model's rate.
 
     ``detector`` (or a new ``Detector(model)``) scores the windows, cut at its card's framing;
     ``thresholds`` [n_labels] replace the card's. Raises NeuroEarError if the file cannot be
@@ -80,7 +81,7 @@ def analyze_file(
     thr = det.thresholds if thresholds is None else thresholds
     pending: list[tuple[int, np.ndarray]] = []
 
-    def flush(pairs: list[tuple[int, np.ndarray]], total: int) -> Iterator[WindowResult]:
+    def flush(pairs: list[tuple[int, np.ndarray]], total: int) -> Generator[WindowResult, None, None]:
         if not pairs:
             return
         x = np.stack([w for _, w in pairs])
@@ -112,6 +113,7 @@ def analyze_file(
         warnings.warn(f"{src}: {total / det.sample_rate:.2f} s is shorter than a {det.window_samples / det.sample_rate:g} s window; padded with silence", stacklevel=2)
     pending += fr.finish()
     yield from flush(pending, total)
+    return total / det.sample_rate
 
 
 class Writer:

@@ -48,6 +48,24 @@ def test_analyze_file_gives_the_rows_of_the_command(clip, detector):
     assert rows == [json.loads(line) for line in r.stdout.splitlines()]
 
 
+def test_analyze_file_returns_the_seconds_it_decoded(clip, tmp_path, detector):
+    # what the Ray archive records as a file's duration, without opening the file again
+    def drain(path: Path) -> tuple[list, float]:
+        got: dict[str, float] = {}
+
+        def rows():
+            got["seconds"] = yield from neuroear.analyze_file(path, hop=1.0, detector=detector)
+
+        return list(rows()), got["seconds"]
+
+    short = tmp_path / "2.1s.wav"
+    sf.write(short, tone(440, 2.1, sr=16000), 16000)
+    rows, seconds = drain(short)
+    assert max(r.end for r in rows) == 2.0 and seconds == 2.1  # the 0.1 s tail is too short for a window of its own
+    rows, seconds = drain(clip)  # 44.1 kHz, resampled: to within one sample at the model's rate
+    assert abs(seconds - audio.info(clip).duration) <= 1 / detector.sample_rate
+
+
 def test_listen_yields_the_detections_of_predict(clip, detector):
     got = list(neuroear.listen(input=clip, hop=0.5, threads=1))
     starts, windows = framing.windows(audio.load(clip, sample_rate=detector.sample_rate), hop=8000)

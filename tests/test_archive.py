@@ -213,3 +213,16 @@ def test_option_errors_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == "neuroear: error: --engine ray needs --out DIR (where the Parquet tables go)"
     r = run_cli("analyze", str(EXAMPLE), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "--out is for --engine ray" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_one_marker_is_read_alone_and_a_damaged_one_is_none(tmp_path: Path) -> None:
+    from neuroear.archive.store import Store
+
+    store = Store(tmp_path / "out")
+    row = {"id": "f" * 20, "source": "/x.flac", "size": 10, "mtime_ns": 5, "status": "ok", "error": None, "warnings": [],
+           "duration": 1.5, "windows": 2, "instruments": [], "seconds": 0.1, "worker": "w"}
+    assert store.marker(row["id"]) is None
+    store.write_marker(row)
+    assert store.marker(row["id"]) == row and store.markers() == {row["id"]: row}
+    store.marker_path(row["id"]).write_bytes(b"not parquet")
+    assert store.marker(row["id"]) is None and store.markers() == {}

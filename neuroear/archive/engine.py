@@ -22,12 +22,12 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
 from neuroear import audio
-from neuroear.analyze import BATCH, analyze_file
+from neuroear.analyze import BATCH, WindowResult, analyze_file
 from neuroear.archive.store import Input, Store, list_inputs
 from neuroear.archive.summary import instruments
 from neuroear.errors import NeuroEarError
@@ -76,10 +76,16 @@ class FileAnalyzer:
         probs: list[np.ndarray] = []
         active: list[list[str]] = []
         status, error = "ok", None
+        decoded: float | None = None  # s of audio analyze_file decoded; None if it broke off
+
+        def results() -> Iterator[WindowResult]:
+            nonlocal decoded
+            decoded = yield from analyze_file(inp.source, self.hop, detector=self.det, thresholds=self.thr, source=inp.source, batch=self.batch)
+
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                for r in analyze_file(inp.source, self.hop, detector=self.det, thresholds=self.thr, source=inp.source, batch=self.batch):
+                for r in results():
                     starts.append(r.start)
                     ends.append(r.end)
                     probs.append(r.probs)
@@ -96,10 +102,13 @@ class FileAnalyzer:
         p = np.stack(probs) if probs else np.zeros((0, len(self.det.labels)), dtype=np.float32)
         if starts or status == "ok":
             self.store.write_windows(inp.fid, inp.source, self.det.labels, st, en, p, active)
-        try:
-            duration = audio.info(inp.source).duration
-        except NeuroEarError:
-            duration = float(en.max()) if en.size else 0.0
+        if decoded is not None:
+            duration = decoded
+        else:  # decoding broke off (or never began): the header, if readable, says how long the file is
+            try:
+                duration = audio.info(inp.source).duration
+            except NeuroEarError:
+                duration = float(en.max()) if en.size else 0.0
         on = p >= self.thr[None, :]  # the comparison analyze_file made for `active`
         row = {
             "id": inp.fid,
@@ -294,10 +303,7 @@ def _execute(todo: list[Input], rep: Report, store: Store, det, thr: np.ndarray,
         for inp in todo:
             if inp.fid in seen:
                 continue
-            try:
-                row = store.markers().get(inp.fid) if store.marker_path(inp.fid).exists() else None
-            except Exception:  # noqa: BLE001
-                row = None
+            row = store.marker(inp.fid)
             if row is None or row["mtime_ns"] != inp.mtime_ns:
                 row = {"id": inp.fid, "source": inp.source, "size": inp.size, "mtime_ns": inp.mtime_ns, "status": "error",
                        "error": f"{inp.source}: its worker died {TASK_RETRIES + 1} times analysing it (crash in the decoder?)",

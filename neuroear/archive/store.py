@@ -194,6 +194,14 @@ class Store:
                     pass
         return n
 
+    def marker(self, fid: str) -> dict[str, Any] | None:
+        """The summary row in files/<fid>.parquet; None if there is none or it cannot be read."""
+        _, pq = _pa()
+        try:
+            return pq.read_table(self.marker_path(fid)).to_pylist()[0]
+        except Exception:  # noqa: BLE001 - a damaged marker is as good as none: the file is analysed again
+            return None
+
     def markers(self) -> dict[str, dict[str, Any]]:
         """id → summary row of every file with a completion marker.
 
@@ -212,19 +220,18 @@ class Store:
             except Exception:
                 rows = {}  # unreadable summary: fall back to the markers themselves
         for fid in on_disk - set(rows):
-            try:
-                rows[fid] = pq.read_table(self.marker_path(fid)).to_pylist()[0]
-            except Exception:
-                pass  # a damaged marker is as good as none: the file is analysed again
+            if (row := self.marker(fid)) is not None:
+                rows[fid] = row
         # a marker newer than summary.parquet may replace a row taken from it
         if summary.exists():
             t0 = summary.stat().st_mtime_ns
             for fid in list(rows):
                 try:
-                    if self.marker_path(fid).stat().st_mtime_ns > t0:
-                        rows[fid] = pq.read_table(self.marker_path(fid)).to_pylist()[0]
-                except (OSError, Exception):
-                    pass
+                    newer = self.marker_path(fid).stat().st_mtime_ns > t0
+                except OSError:
+                    continue
+                if newer and (row := self.marker(fid)) is not None:
+                    rows[fid] = row
         return rows
 
     def pending(self, inputs: Sequence[Input]) -> tuple[list[Input], list[Input]]:
