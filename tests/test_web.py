@@ -138,6 +138,36 @@ def test_bad_input_is_a_4xx_with_one_line(client, case):
     assert client.get("/api/model").status_code == 200  # still serving
 
 
+def test_refused_files_give_back_their_turn_and_their_upload(detector, tmp_path):
+    """One analysis at a time: a refusal that kept its turn would leave the next file waiting for ever."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Starlette's note that its TestClient will move to httpx2
+        from fastapi.testclient import TestClient
+
+    from neuroear.web import server
+
+    updir = tmp_path / "uploads"
+    app = server.create_app(detector, config=server.ServerConfig(max_upload_bytes=400_000, max_analyses=1), upload_dir=updir)
+    got: list[int] = []
+
+    def requests(c) -> None:
+        # refused before the analysis starts (the header is not audio) and by it (no samples), twice each
+        for case in ("text file", "WAV header, no data") * 2:
+            name, data, status, _ = BAD[case]
+            got.append(post(c, name, data).status_code)
+        got.append(post(c, "example.ogg", EXAMPLE.read_bytes()).status_code)
+
+    # no `with`: each request runs its own event loop, so one stuck on a turn cannot hold up the test's end
+    t = threading.Thread(target=requests, args=(TestClient(app),), daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), f"a request waited for a turn never given back (answers so far: {got})"
+    assert got == [422, 422, 422, 422, 200]
+    assert list(updir.iterdir()) == [] and not [k for k in server._routes if k.startswith(str(updir))]
+
+
 @pytest.mark.parametrize(
     "kwargs, status",
     [

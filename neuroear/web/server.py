@@ -260,31 +260,35 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
         except BaseException:
             up.delete()
             raise
+        job: _Analysis | None = None
+        released = False
+
+        def done() -> None:
+            """Give back the turn and the upload (with the analysis reading it, once it exists), once,
+            however the request ends: refused, failed, finished, client gone, response never started."""
+            nonlocal released
+            if released:
+                return
+            released = True
+            turns.release()
+            if job is not None:
+                job.close()
+            else:
+                up.delete()
+
         try:
             duration = (await run_in_threadpool(audio.info, up.path)).duration
             job = _Analysis(detector, up, hop=hop, fmt=fmt)
             first, error = await run_in_threadpool(job.next_chunk)
         except NeuroEarError as exc:
-            turns.release()
-            up.delete()
+            done()
             raise RequestError(_public(str(exc), up), status=422) from None
         except BaseException:
-            turns.release()
-            up.delete()
+            done()
             raise
         if error is not None and job.count == 0:  # not one window decodable: a plain 4xx
-            turns.release()
-            job.close()
+            done()
             raise RequestError(error, status=422)
-
-        released = False
-
-        def done() -> None:  # once, however the response ends (finished, client gone, never started)
-            nonlocal released
-            if not released:
-                released = True
-                turns.release()
-                job.close()
 
         async def body() -> Any:
             try:

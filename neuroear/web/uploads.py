@@ -42,10 +42,15 @@ class Upload:
 
     def delete(self) -> None:
         """Remove the temporary file (no error if it is gone already)."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        _remove(self.path)
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path``; one already gone is no error (a response can end in more than one way)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def display_name(raw: str | bytes | None) -> str:
@@ -161,7 +166,4 @@ def _discard(out: dict) -> None:
         os.close(out["fd"])
         out["fd"] = None
     if out["path"] is not None:
-        try:
-            os.unlink(out["path"])
-        except FileNotFoundError:
-            pass
+        _remove(out["path"])
