@@ -824,9 +824,31 @@ def test_fake_device_gone_for_good_ends_with_summary_and_exit_1(fake_card, capfd
     assert time.monotonic() - t0 < 10
     assert "device lost" in err and "processed" in err  # the summary
     last = [line for line in err.splitlines() if line.strip()][-1]
-    assert last.startswith("neuroear: error: input device 'Fake USB Mic' went away and did not come back within 0.6 s"), err
+    assert last == f"neuroear: error: {GONE_FOR_GOOD}", err
     check_hops(rows, 0.5)
     assert 1 <= len(rows) <= 2
+
+
+GONE_FOR_GOOD = ("input device 'Fake USB Mic' went away and did not come back within 0.6 s (--reconnect SECONDS waits longer); "
+                 "the lines above are complete")
+
+
+def test_listen_api_raises_the_error_the_cli_shows_when_the_device_goes_for_good(fake_card):
+    """The generator must not end as a file would: the caller learns the device is gone, in the CLI's words."""
+    import neuroear
+
+    fake_card.die_after, fake_card.stay_gone = 1.5, True
+    got = []
+    watchdog = threading.Timer(30, os.kill, (os.getpid(), signal.SIGTERM))
+    watchdog.start()
+    try:
+        with pytest.raises(NeuroEarError) as e:
+            for d in neuroear.listen(hop=0.5, reconnect=0.6, threads=1):
+                got.append(d)
+    finally:
+        watchdog.cancel()
+    assert str(e.value) == GONE_FOR_GOOD
+    assert 1 <= len(got) <= 2 and [d.start for d in got] == pytest.approx([k * 0.5 for k in range(len(got))], abs=1e-9)
 
 
 def test_fake_device_reconnect_0_stops_at_once(fake_card, capfd):

@@ -171,7 +171,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     """``neuroear listen``: returns the exit code (0 after Ctrl-C/SIGTERM, end of input or a closed pipe)."""
     from neuroear.infer import Detector
     from neuroear.live import loop
-    from neuroear.live.session import Session, make_policy, open_source
+    from neuroear.live.session import Session, device_lost, make_policy, open_source
     from neuroear.live.sinks import JsonlSink
 
     _validate(args)
@@ -278,13 +278,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
             except (OSError, ValueError):
                 pass
         if lost:
-            say(f"{PROG}: error: input device {source.name!r} went away and did not come back")
+            say(f"{PROG}: error: {device_lost(source)}")
         os._exit(1 if lost else 0)
     if lost:
-        raise NeuroEarError(
-            f"input device {source.name!r} went away and did not come back within {source.reconnect:g} s "
-            "(--reconnect SECONDS waits longer); the lines above are complete"
-        )
+        raise device_lost(source)
     return 0
 
 

@@ -65,6 +65,15 @@ def check_hop(hop: float) -> None:
         raise NeuroEarError(f"--hop must be between {HOP_MIN_SECONDS:g} and {HOP_MAX_SECONDS:g} s, got {hop:g}")
 
 
+def device_lost(source: Source) -> NeuroEarError:
+    """The error that ends listening when ``source``, an input device, went away and did not come
+    back within its ``reconnect`` s: ``neuroear listen``'s last line and ``listen()``'s exception."""
+    return NeuroEarError(
+        f"input device {source.name!r} went away and did not come back within {getattr(source, 'reconnect', 0.0):g} s "
+        "(--reconnect SECONDS waits longer); the lines above are complete"
+    )
+
+
 def make_policy(
     detector: Detector,
     *,
@@ -310,23 +319,29 @@ def listen(
     rate: int | None = None,
     channels: int | None = None,
     max_lag: float | None = None,
+    reconnect: float | None = None,
 ) -> Iterator[Detection]:
     """Yield one ``Detection`` per hop from a device (default input, or ``device``), a file
     (``input``; ``realtime=True`` paces it like a device) or the demo clip.
 
     ``hop`` in seconds (0.25–1); ``thresholds`` overrides {label: probability}; ``hysteresis``
-    and ``smooth`` as ``PolicyConfig.build``. Ends with the source, after ``duration`` s of stream
-    time, or when the caller stops iterating (the capture is stopped then).
+    and ``smooth`` as ``PolicyConfig.build``; ``reconnect``: s a lost device is retried (default
+    ``device.DEFAULT_RECONNECT_SECONDS``). Ends with the source, after ``duration`` s of stream
+    time, or when the caller stops iterating (the capture is stopped then). A device that went
+    away for good raises NeuroEarError (``device_lost``) after the detections it gave.
     """
     detector = Detector(model, provider=provider, threads=threads)
     policy = make_policy(detector, thresholds=thresholds, hysteresis=hysteresis, smooth=smooth)
-    source = open_source(device=device, input=input, demo=demo, realtime=realtime, block=block, rate=rate, channels=channels)
+    source = open_source(device=device, input=input, demo=demo, realtime=realtime, block=block, rate=rate, channels=channels,
+                         reconnect=reconnect)
 
     def produce(put, stop: threading.Event) -> None:  # noqa: ANN001 - see background.Put
         session = Session(detector=detector, source=source, policy=policy, hop=hop, on_detection=put)
-        session.run(stop=stop, duration=duration, max_lag=max_lag)
+        stats = session.run(stop=stop, duration=duration, max_lag=max_lag)
+        if stats.stopped_by == "device lost":  # else the caller could not tell it from a file's end
+            raise device_lost(source)
 
     yield from background(produce, depth=DETECTIONS_AHEAD, name="neuroear-listen")
 
 
-__all__ = ["Detection", "Session", "listen", "open_source", "make_policy", "check_hop", "HOP_MIN_SECONDS", "HOP_MAX_SECONDS", "DEFAULT_THREADS"]
+__all__ = ["Detection", "Session", "listen", "open_source", "make_policy", "check_hop", "device_lost", "HOP_MIN_SECONDS", "HOP_MAX_SECONDS", "DEFAULT_THREADS"]
