@@ -22,6 +22,7 @@ from neuroear import audio
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS, Framer
 from neuroear.infer import Detector
+from neuroear.live.policy import Policy, PolicyConfig
 
 BATCH = 16  # windows per ONNX Runtime call: 64 grew peak RSS by ~30 MB for ~0-15 % speed (benchmarks/README.md)
 
@@ -65,13 +66,19 @@ def analyze_file(
     thresholds: np.ndarray | None = None,
     source: str | None = None,
     batch: int = BATCH,
+    smooth: int = 1,
+    hysteresis: float = 0.0,
 ) -> Generator[WindowResult, None, float]:
     """Yield one WindowResult per window of ``path``, in order; a window starts every ``hop`` s
     (``batch``: windows per ONNX Runtime call). Returns (``total = yield from analyze_file(…)``)
     the seconds of audio decoded, at the model's rate.
 
     ``detector`` (or a new ``Detector(model)``) scores the windows, cut at its card's framing;
-    ``thresholds`` [n_labels] replace the card's. Raises NeuroEarError if the file cannot be
+    ``thresholds`` [n_labels] replace the card's. ``active`` is decided by the live decision
+    policy (``live.policy``), as ``neuroear listen`` decides: ``smooth`` (windows) averages each
+    label's probability over the latest windows of this file, ``hysteresis`` (probability) keeps
+    a label on until it falls that far below its threshold; the defaults decide each window
+    alone (probability ≥ threshold). ``probs`` stay the model's own. Raises NeuroEarError if the file cannot be
     decoded; rows yielded before a mid-file decoding error stay valid. A file shorter than one
     window is zero-padded (with a warning).
     """
@@ -79,6 +86,7 @@ def analyze_file(
     src = str(path) if source is None else source
     fr = Framer(window=det.window_samples, hop=det.framing.hop(hop), sample_rate=det.sample_rate, context=det.framing.context)
     thr = det.thresholds if thresholds is None else thresholds
+    policy = Policy(PolicyConfig.build(det.labels, thr, hysteresis=hysteresis, smooth=smooth))
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush(pairs: list[tuple[int, np.ndarray]], total: int) -> Generator[WindowResult, None, None]:
@@ -88,8 +96,8 @@ def analyze_file(
         probs = det.predict(x, batch=batch)
         levels = audio.dbfs(x)
         for (start, _), p, lv in zip(pairs, probs, levels):
-            act = tuple(lab for lab, pi, ti in zip(det.labels, p, thr) if pi >= ti)
             end = min(start + det.window_samples, total) if total else start + det.window_samples
+            act = policy.update(p, start=start / det.sample_rate, end=end / det.sample_rate).active
             yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, act, float(lv))
 
     blocks = audio.prefetch(audio.stream(path, sample_rate=det.sample_rate))

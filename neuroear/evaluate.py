@@ -263,6 +263,20 @@ def plot_confusion(cm: np.ndarray, labels, out, *, title: str = ""):
     return save_figure(fig, out, what="confusion matrix")
 
 
+def decide(probs: np.ndarray, groups: np.ndarray, thresholds: np.ndarray, *, smooth: int = 1, hysteresis: float = 0.0) -> np.ndarray:
+    """Active labels [n, n_labels] bool from probabilities [n, n_labels] in stream order, by the
+    live decision policy run afresh over each run of equal ``groups`` [n] (one file's windows)."""
+    from neuroear.live.policy import Policy, PolicyConfig
+
+    names = tuple(str(i) for i in range(probs.shape[1]))  # the policy needs names; columns stand in
+    policy, out = Policy(PolicyConfig.build(names, thresholds, hysteresis=hysteresis, smooth=smooth)), np.zeros(probs.shape, dtype=bool)
+    for i, p in enumerate(probs):
+        if i and groups[i] != groups[i - 1]:
+            policy.reset()
+        out[i, [int(c) for c in policy.update(p, start=float(i), end=float(i + 1)).active]] = True
+    return out
+
+
 def evaluate_set(
     det,
     source: str,
@@ -273,6 +287,8 @@ def evaluate_set(
     noise: str | None = None,
     snr_db: float = 10.0,
     seed: int = 0,
+    smooth: int = 1,
+    hysteresis: float = 0.0,
 ) -> SetResult:
     """Score a Detector on a folder (subfolder = label), a CSV manifest (file,label) or a
     render manifest (``manifest.jsonl`` from ``neuroear render``).
@@ -281,7 +297,9 @@ def evaluate_set(
     the notes sound for at least ``data.MIN_ACTIVE_SECONDS`` do. Windows quieter than ``quiet_dbfs``
     (default ``audio.SILENCE_DBFS``, measured before any noise is added) are counted apart.
     ``noise`` adds noise at ``snr_db`` (see ``add_noise``). Unreadable files are listed in
-    ``failed`` and skipped. Windows are cut at the detector's framing (its card).
+    ``failed`` and skipped. Windows are cut at the detector's framing (its card). ``smooth`` and
+    ``hysteresis`` decide as ``neuroear listen`` and ``analyze`` do (``decide``), over each file's
+    scored windows in order; the defaults compare each window's probability with its threshold.
     """
     from neuroear import audio
     from neuroear.framing import windows as frame
@@ -339,8 +357,10 @@ def evaluate_set(
         X = add_noise(X, np.array(groups), kind=noise, snr_db=snr_db, seed=seed)
     P = det.predict(X)
     condition = f"{noise} noise at {snr_db:g} dB SNR (seed {seed})" if noise else "clean"
+    if smooth != 1 or hysteresis:
+        condition += f", decided over {smooth} windows" + (f" with hysteresis {hysteresis:g}" if hysteresis else "")
     return SetResult(
-        report(T, P >= thr[None, :], det.labels), top1(T, P), len(P), files, n_quiet, failed, unknown, P, T,
+        report(T, decide(P, np.array(groups), thr, smooth=smooth, hysteresis=hysteresis), det.labels), top1(T, P), len(P), files, n_quiet, failed, unknown, P, T,
         labels=tuple(det.labels), data=str(source), model=det.name, provider=det.provider, condition=condition,
         quiet_dbfs=quiet, confusion=confusion(T, P, len(det.labels)),
     )

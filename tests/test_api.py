@@ -183,3 +183,23 @@ def test_a_context_model_hears_the_past_in_analyze_and_listen(clip, tmp_path):
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert [line["start"] for line in lines] == [r.start for r in rows]
     np.testing.assert_allclose([[line["probs"][lab] for lab in det.labels] for line in lines], probs, rtol=0, atol=6e-5)
+
+
+def test_analyze_decides_with_the_live_policy(detector):
+    # `analyze --smooth/--hysteresis` decide as `listen` does on the same audio: one policy, two paths
+    example = ROOT / "neuroear" / "examples" / "example.ogg"
+    plain = list(neuroear.analyze_file(example, hop=1.0, detector=detector))
+    rows = list(neuroear.analyze_file(example, hop=1.0, detector=detector, smooth=2, hysteresis=0.05))
+    hops = list(neuroear.listen(input=example, hop=1.0, smooth=2, hysteresis=0.05))
+    assert [r.start for r in rows] == [d.start for d in hops]
+    assert [r.active for r in rows] == [tuple(d.active) for d in hops]
+    np.testing.assert_allclose(np.stack([r.probs for r in rows]), np.stack([r.probs for r in plain]))  # probs stay the model's
+    # without hysteresis: active is the causal mean of the latest two windows against the thresholds
+    two = list(neuroear.analyze_file(example, hop=1.0, detector=detector, smooth=2))
+    p = np.stack([r.probs for r in plain])
+    mean = np.vstack([p[:1], (p[1:] + p[:-1]) / 2])
+    want = [tuple(lab for lab, m, t in zip(detector.labels, row, detector.thresholds) if m >= t) for row in mean]
+    assert [r.active for r in two] == want
+    assert want != [r.active for r in plain]  # the example is one where smoothing changes decisions
+    r = run_cli("analyze", str(example), "--smooth", "0")
+    assert r.returncode != 0 and "--smooth must be between" in r.stderr and "Traceback" not in r.stderr

@@ -26,6 +26,7 @@ sf = pytest.importorskip("soundfile")
 from neuroear.analyze import analyze_file  # noqa: E402
 from neuroear.archive import engine  # noqa: E402
 from neuroear.archive.store import file_id  # noqa: E402
+from neuroear.errors import NeuroEarError  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 EXAMPLE = ROOT / "neuroear" / "examples" / "example.ogg"
@@ -226,3 +227,16 @@ def test_one_marker_is_read_alone_and_a_damaged_one_is_none(tmp_path: Path) -> N
     assert store.marker(row["id"]) == row and store.markers() == {row["id"]: row}
     store.marker_path(row["id"]).write_bytes(b"not parquet")
     assert store.marker(row["id"]) is None and store.markers() == {}
+
+
+def test_archive_decides_with_the_options_of_analyze(cluster, detector, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rep = engine.run([str(EXAMPLE)], out, address=cluster.address, workers=1, smooth=2, hysteresis=0.05, log=None)
+    assert (rep.done, rep.failed) == (1, 0)
+    ref = list(analyze_file(EXAMPLE, detector=detector, smooth=2, hysteresis=0.05))
+    got = _windows(out).sort_values("start")
+    assert [list(a) for a in got.active] == [list(r.active) for r in ref]
+    assert [list(a) for a in got.active] != [list(r.active) for r in analyze_file(EXAMPLE, detector=detector)]
+    # results decided one way are not mixed with results decided another
+    with pytest.raises(NeuroEarError):
+        engine.run([str(EXAMPLE)], out, address=cluster.address, workers=1, log=None)

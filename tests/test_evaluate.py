@@ -83,3 +83,39 @@ def test_confusion_counts_single_label_windows():
     p = np.array([[0.9, 0.1, 0], [0.1, 0.8, 0], [0, 0.9, 0.1], [0.5, 0.5, 0]])
     cm = E.confusion(t, p, 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+
+
+def test_decide_smooths_within_a_file_and_starts_afresh_at_the_next():
+    p = np.array([[0.9, 0.1], [0.2, 0.7], [0.2, 0.7], [0.9, 0.1], [0.3, 0.1]], dtype=np.float32)
+    files = np.array([1, 1, 1, 2, 2])
+    thr = np.array([0.5, 0.5], dtype=np.float32)
+    assert (E.decide(p, files, thr) == (p >= thr)).all()
+    got = E.decide(p, files, thr, smooth=2)
+    # window 1: mean(0.9, 0.2)=0.55 keeps a on, mean(0.1, 0.7)=0.4 keeps b off; window 3 is a new
+    # file, so the third window of file 1 (b=0.7) is not averaged into it
+    assert got.tolist() == [[True, False], [True, False], [False, True], [True, False], [True, False]]
+    # hysteresis: on at 0.5, off only below 0.3
+    assert E.decide(np.array([[0.6], [0.35], [0.25]]), np.zeros(3), np.array([0.5]), hysteresis=0.2)[:, 0].tolist() == [True, True, False]
+
+
+def test_evaluate_smooth_is_the_table_of_smoothed_decisions(tmp_path, detector):
+    import json
+
+    import soundfile as sf
+
+    from conftest import run_cli, tone
+
+    for lab, f in (("violin", 440), ("flute", 880)):
+        (tmp_path / lab).mkdir()
+        sf.write(tmp_path / lab / "a.wav", np.concatenate([tone(f, 3.0), tone(f * 1.5, 3.0)]), 16000)
+    res = E.evaluate_set(detector, str(tmp_path), smooth=3, hysteresis=0.1)
+    assert res.windows == 12  # 6 one-second windows per file, files in folder order
+    want = E.report(res.truth, E.decide(res.probs, np.repeat([0, 1], 6), detector.thresholds, smooth=3, hysteresis=0.1), detector.labels)
+    assert [(r.name, r.f1) for r in res.rows] == [(r.name, r.f1) for r in want]
+    r = run_cli("evaluate", str(tmp_path), "--json", "--smooth", "3", "--hysteresis", "0.1")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert "decided over 3 windows with hysteresis 0.1" in got["condition"]
+    assert got["table"]["macro"]["f1"] == pytest.approx(next(r.f1 for r in want if r.name == "macro"))
+    r = run_cli("evaluate", str(tmp_path), "--smooth", "0")
+    assert r.returncode != 0 and "--smooth must be between" in r.stderr and "Traceback" not in r.stderr

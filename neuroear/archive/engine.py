@@ -33,6 +33,7 @@ from neuroear.archive.summary import instruments
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
 from neuroear.infer import Detector
+from neuroear.live.policy import PolicyConfig
 from neuroear.metadata import file_sha256
 from neuroear.devnull import muted as muted_stderr
 
@@ -59,12 +60,13 @@ class FileAnalyzer:
     def __init__(self) -> None:
         self._setup(**self.CONFIG)
 
-    def _setup(self, *, out: str, model: str, provider: str, threads: int, hop_seconds: float, thresholds: list[float], batch: int) -> None:
+    def _setup(self, *, out: str, model: str, provider: str, threads: int, hop_seconds: float, thresholds: list[float], batch: int, smooth: int = 1, hysteresis: float = 0.0) -> None:
         from neuroear.infer import Detector
 
         self.det = Detector(model, provider=provider, threads=threads)
         self.store = Store(out)
         self.hop, self.batch = hop_seconds, batch
+        self.smooth, self.hysteresis = smooth, hysteresis
         self.thr = np.asarray(thresholds, dtype=np.float32)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -80,7 +82,7 @@ class FileAnalyzer:
 
         def results() -> Iterator[WindowResult]:
             nonlocal decoded
-            decoded = yield from analyze_file(inp.source, self.hop, detector=self.det, thresholds=self.thr, source=inp.source, batch=self.batch)
+            decoded = yield from analyze_file(inp.source, self.hop, detector=self.det, thresholds=self.thr, source=inp.source, batch=self.batch, smooth=self.smooth, hysteresis=self.hysteresis)
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -109,7 +111,7 @@ class FileAnalyzer:
                 duration = audio.info(inp.source).duration
             except NeuroEarError:
                 duration = float(en.max()) if en.size else 0.0
-        on = p >= self.thr[None, :]  # the comparison analyze_file made for `active`
+        on = np.array([[lab in a for lab in self.det.labels] for a in active], dtype=bool).reshape(-1, len(self.det.labels))
         row = {
             "id": inp.fid,
             "source": inp.source,
@@ -183,6 +185,8 @@ def run(
     threads: int = 1,
     hop_seconds: float = HOP_SECONDS,
     thresholds: np.ndarray | None = None,
+    smooth: int = 1,
+    hysteresis: float = 0.0,
     address: str | None = None,
     workers: int = 0,
     batch: int = BATCH,
@@ -195,7 +199,8 @@ def run(
     ``address``: None starts a local Ray runtime, ``auto`` or ``HOST:PORT`` joins a cluster.
     ``workers``: actors (0 = one per ``threads`` CPUs of the cluster); each reserves ``threads``
     CPUs and ``gpus_per_worker`` GPUs and runs ONNX Runtime with ``threads`` intra-op threads
-    and ``batch`` windows per call. ``thresholds`` [n_labels] default to the model's.
+    and ``batch`` windows per call. ``thresholds`` [n_labels] default to the model's;
+    ``smooth`` and ``hysteresis`` decide ``active`` as ``analyze_file`` does (per file).
     Files already complete in ``out`` (same path, size, mtime) are skipped. Progress, and one
     line per failed file, go to ``log``. Raises NeuroEarError on bad options or a failed run.
     """
@@ -208,6 +213,13 @@ def run(
     thr = det.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
     if thr.shape != (len(det.labels),):
         raise NeuroEarError(f"thresholds must be [{len(det.labels)}], got {list(thr.shape)}")
+    PolicyConfig.build(det.labels, thr, hysteresis=hysteresis, smooth=smooth)  # bad values: one error before any cluster
+    # recorded only when not the defaults, so archives written before these options resume
+    decision: dict[str, Any] = {}
+    if smooth != 1:
+        decision["smooth"] = int(smooth)
+    if hysteresis:
+        decision["hysteresis"] = float(hysteresis)
     store = Store(out)
     store.check_config(
         {
@@ -216,6 +228,7 @@ def run(
             "labels": list(det.labels),
             "hop_seconds": float(hop_seconds),
             "thresholds": {lab: round(float(t), 6) for lab, t in zip(det.labels, thr)},
+            **decision,
         }
     )
     store.clean_temporaries()
@@ -227,7 +240,7 @@ def run(
     rep = Report(files=len(inputs), skipped=len(skip))
     say(f"{len(inputs)} files, {len(skip)} complete from an earlier run, {len(todo)} to analyse into {store.root}")
     if todo:
-        _execute(todo, rep, store, det, thr, say, model=str(det.path), provider=provider, threads=threads, hop_seconds=hop_seconds, address=address, workers=workers, batch=batch, gpus_per_worker=gpus_per_worker, t_start=t_start)
+        _execute(todo, rep, store, det, thr, say, model=str(det.path), provider=provider, threads=threads, hop_seconds=hop_seconds, decision=decision, address=address, workers=workers, batch=batch, gpus_per_worker=gpus_per_worker, t_start=t_start)
     n_files, n_errors = store.consolidate()
     rep.wall_seconds = time.perf_counter() - t_start
     say(
@@ -238,7 +251,7 @@ def run(
     return rep
 
 
-def _execute(todo: list[Input], rep: Report, store: Store, det, thr: np.ndarray, say: Callable[[str], None], *, model: str, provider: str, threads: int, hop_seconds: float, address: str | None, workers: int, batch: int, gpus_per_worker: float, t_start: float) -> None:
+def _execute(todo: list[Input], rep: Report, store: Store, det, thr: np.ndarray, say: Callable[[str], None], *, model: str, provider: str, threads: int, hop_seconds: float, decision: dict[str, Any], address: str | None, workers: int, batch: int, gpus_per_worker: float, t_start: float) -> None:
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -269,7 +282,7 @@ def _execute(todo: list[Input], rep: Report, store: Store, det, thr: np.ndarray,
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         # the options travel in the class itself: constructor arguments would sit in the object
         # store, from where a restarted actor might not get them back (ray-project/ray#53727)
-        cfg = {"out": str(store.root), "model": model, "provider": provider, "threads": threads, "hop_seconds": hop_seconds, "thresholds": [float(t) for t in thr], "batch": batch}
+        cfg = {"out": str(store.root), "model": model, "provider": provider, "threads": threads, "hop_seconds": hop_seconds, "thresholds": [float(t) for t in thr], "batch": batch, **decision}
         udf = type("FileAnalyzer", (FileAnalyzer,), {"CONFIG": cfg})
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")  # max_task_retries has no named parameter yet
@@ -342,6 +355,8 @@ def run_args(args, thresholds: np.ndarray, *, detector: Detector | None = None, 
         threads=args.threads or 1,
         hop_seconds=args.hop,
         thresholds=thresholds,
+        smooth=args.smooth,
+        hysteresis=args.hysteresis,
         address=args.address,
         workers=args.workers,
         batch=args.batch or BATCH,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroear import audio
-from neuroear.cli.common import PROG, add_model_options, check_threads, error, figure_path, isatty, out, say, thresholds
+from neuroear.cli.common import PROG, add_decision_options, add_model_options, check_threads, error, figure_path, isatty, out, say, thresholds
 from neuroear.cli.progress import Bar, WarningFolder
 from neuroear.devnull import to_devnull
 from neuroear.errors import NeuroEarError
@@ -42,12 +42,14 @@ def _spool_stdin() -> Path:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from neuroear.analyze import Writer, analyze_file, plot
     from neuroear.infer import Detector
+    from neuroear.live.policy import PolicyConfig
 
     check_threads(args.threads)
     plot_to = figure_path(args.plot, option="--plot") if args.plot else None  # before any work
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     det.framing.hop(args.hop)  # a bad --hop is one usage error, not one failure per file
     thr = thresholds(det, args.threshold)
+    PolicyConfig.build(det.labels, thr, hysteresis=args.hysteresis, smooth=args.smooth)  # bad values: one usage error
     if args.engine == "ray" or args.out or args.address:
         from neuroear.archive.engine import run_args
 
@@ -90,7 +92,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.start(path, durations[i])
             try:
-                for r in analyze_file(path, args.hop, detector=det, thresholds=thr, source=src):
+                for r in analyze_file(path, args.hop, detector=det, thresholds=thr, source=src, smooth=args.smooth, hysteresis=args.hysteresis):
                     emit(writer.write, r)
                     if bar is not None:
                         bar.update(r.end)
@@ -154,7 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.snr is not None and not args.noise:
         raise NeuroEarError("--snr needs --noise white|pink|brown|babble")
     snr = args.snr if args.snr is not None else 10.0
-    res = E.evaluate_set(det, args.data, hop_seconds=args.hop, thresholds=thr, noise=args.noise, snr_db=snr, seed=args.seed)
+    res = E.evaluate_set(det, args.data, hop_seconds=args.hop, thresholds=thr, noise=args.noise, snr_db=snr, seed=args.seed, smooth=args.smooth, hysteresis=args.hysteresis)
     for msg in res.failed:
         error(msg)
     if args.confusion:
@@ -173,6 +175,7 @@ def register(sub: Any) -> None:
     a.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table on a terminal, else jsonl")
     a.add_argument("--plot", metavar="FILE.png", help="draw probability over time")
     a.add_argument("--threshold", action="append", metavar="LABEL=VALUE", help="override a label's threshold")
+    add_decision_options(a, unit="windows of a file")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no model line on stderr (errors and warnings still show)")
     g = a.add_argument_group("archives (--engine ray, needs the 'archive' extra)")
     g.add_argument("--engine", choices=["local", "ray"], default="local", help="local: rows on stdout (default); ray: Parquet under --out, resumable")
@@ -191,6 +194,7 @@ def register(sub: Any) -> None:
     e.add_argument("--threshold", action="append", metavar="VALUE|LABEL=VALUE",
                    help="one threshold for all labels, or LABEL=VALUE for one (repeatable; default: the model's calibrated ones)")
     e.add_argument("--threshold-label", action="append", metavar="LABEL=VALUE", help=argparse.SUPPRESS)  # the old name
+    add_decision_options(e, unit="scored windows of a file")
     e.add_argument("--noise", choices=["white", "pink", "brown", "babble"], help="add noise to every window (babble: other clips of the set)")
     e.add_argument("--snr", type=float, help="signal-to-noise ratio in dB for --noise (default 10)")
     e.add_argument("--seed", type=int, default=0, help="seed of the added noise")

@@ -54,6 +54,14 @@ def add_model_options(p: argparse.ArgumentParser, *, threads: int = 0, threads_h
     p.add_argument("--threads", type=int, default=threads, metavar="N", help=threads_help)
 
 
+def add_decision_options(p: argparse.ArgumentParser, *, unit: str = "hops") -> None:
+    """--hysteresis, --smooth: how the decision policy (``live.policy``) turns probabilities into
+    active labels, the same options for ``listen``, ``analyze`` and ``evaluate``."""
+    p.add_argument("--hysteresis", type=float, default=0.0, metavar="P", help="turn a label off only below threshold - P (default 0; 0.1 steadies live use)")
+    p.add_argument("--smooth", type=int, default=1, metavar="N",
+                   help=f"average probabilities over the latest N {unit} before deciding (default 1 = none; 2 is measured better on performances and mixtures)")
+
+
 def check_threads(threads: int) -> None:
     """The one check of ``--threads`` (every command that takes ``add_model_options``): 0 or more."""
     if threads < 0:

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from neuroear.cli.common import PROG, add_model_options, check_threads, isatty, out, say
+from neuroear.cli.common import PROG, add_decision_options, add_model_options, check_threads, isatty, out, say
 from neuroear.devnull import muted, to_devnull
 from neuroear.errors import NeuroEarError
 from neuroear.live.session import DEFAULT_THREADS, HOP_MAX_SECONDS, HOP_MIN_SECONDS, QUIET_GATE_DBFS
@@ -46,8 +46,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--hop", type=float, default=1.0, metavar="SECONDS", help=f"run the model every SECONDS, {HOP_MIN_SECONDS:g}–{HOP_MAX_SECONDS:g} (default 1)")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS of audio (stream time)")
     p.add_argument("--threshold", action="append", default=[], metavar="LABEL=VALUE", help="override one label's threshold (repeatable)")
-    p.add_argument("--hysteresis", type=float, default=0.0, metavar="P", help="turn a label off only below threshold - P (default 0; 0.1 steadies live use)")
-    p.add_argument("--smooth", type=int, default=1, metavar="N", help="average probabilities over N hops before deciding (default 1 = none)")
+    add_decision_options(p)
     p.add_argument("--gate", type=float, default=QUIET_GATE_DBFS, metavar="DBFS",
                    help=f"windows quieter than DBFS report nothing sounding (default {QUIET_GATE_DBFS:g}; -120 = off)")
     p.add_argument("--record", metavar="FILE", help="keep the session's input as received (.flac, .wav or .ogg) beside its JSON lines")
