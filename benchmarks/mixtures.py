@@ -1,6 +1,6 @@
 """Ensembles and unknown instruments: multi-label scores of models on real mixtures.
 
-    python benchmarks/mixtures.py models/previous/neuroear-v3.onnx models/neuroear-v4.onnx \
+    python benchmarks/mixtures.py models/previous/neuroear-v3.onnx models/previous/neuroear-v4.onnx models/neuroear-v5.onnx \
         --dev ../shared/data/real-dev --unknown ../shared/data/real-train --out benchmarks/results/mixtures.json
 
 **dev-mixtures** (validation only: never trained or tuned on) is built from the real-dev solo

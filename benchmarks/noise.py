@@ -1,7 +1,7 @@
 """Accuracy under noise: macro F1 and top-1 of a model on labelled sets, clean and with pink,
 brown and babble noise at 20, 10 and 0 dB SNR (deterministic from a seed).
 
-    python benchmarks/noise.py --model models/neuroear-v4.onnx \
+    python benchmarks/noise.py --model models/neuroear-v5.onnx \
         synthetic-heldout-timgm=runs/render-test-timgm/manifest.jsonl real-dev=../shared/data/real-dev
 
 Writes benchmarks/results/noise-<model>.json and prints a markdown table. The model's own

@@ -2,7 +2,7 @@
 (`neuroear listen --smooth N`, the same ``live.policy.Policy``) on the real dev set and
 dev-mixtures (benchmarks/mixtures.py).
 
-    python benchmarks/smoothing.py models/neuroear-v4.onnx [--smooth 1 2 3] [--out benchmarks/results/smoothing.json]
+    python benchmarks/smoothing.py models/neuroear-v5.onnx [--smooth 1 2 3] [--out benchmarks/results/smoothing.json]
 
 Each window's decision uses the mean of its own and up to N − 1 earlier windows' probabilities of
 the same clip or mixture (hop one second, as `listen` with `--hop 1 --smooth N`), against the

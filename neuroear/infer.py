@@ -18,7 +18,7 @@ from neuroear.errors import NeuroEarError
 from neuroear.framing import Framing
 from neuroear.metadata import FIX_HINT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelCard
 
-DEFAULT_MODEL_NAME = "neuroear-v4.onnx"
+DEFAULT_MODEL_NAME = "neuroear-v5.onnx"
 MODEL_ENV = "NEUROEAR_MODEL"
 DEFAULT_BATCH = 64  # windows per ORT call in file analysis
 

@@ -1,6 +1,6 @@
 """Score ONNX models on the same validation windows: v1's draw (NumPy augmentation, seed 10 000).
 
-    python scripts/compare_val.py models/neuroear-v4.onnx runs/v2/neuroear-v2.onnx
+    python scripts/compare_val.py models/neuroear-v5.onnx runs/v2/neuroear-v2.onnx
 
 Each run's own validation split is drawn with its own augmentation and mixing, so those scores
 do not compare across recipes; these 1 200 windows (held-out renders + held-out real-train files,

@@ -1,6 +1,6 @@
 """Measure a model file on labelled sets and write the metrics JSON embedded in its card.
 
-    python scripts/model_metrics.py models/neuroear-v4.onnx \
+    python scripts/model_metrics.py models/neuroear-v5.onnx \
         synthetic-heldout-timgm=runs/render-test-timgm/manifest.jsonl \
         real-dev=../shared/data/real-dev --out runs/v1/metrics.json
 

@@ -1,6 +1,6 @@
 """Re-calibrate a model's per-class thresholds on real held-out windows only, into a new file.
 
-    python scripts/recalibrate.py models/neuroear-v4.onnx runs/v4-real/v4-real.onnx --real ../shared/data/real-train
+    python scripts/recalibrate.py models/previous/neuroear-v4.onnx runs/v4-real/v4-real.onnx --real ../shared/data/real-train
 
 Training calibrates on its validation windows, which mix real recordings and renders as training
 does (``real_fraction``). The model is judged on real performances, and the probes found that

@@ -580,7 +580,7 @@ def _onnx_model(path: Path, *, n_in=16000, n_out=11, in_name="waveform", out_nam
 MODEL_CASES = {
     "missing": (lambda p: None, r"model file .* not found; pass --model PATH or set \$NEUROEAR_MODEL"),
     "empty": (lambda p: p.write_bytes(b""), r"model file is empty \(0 bytes\); use a model file made by `neuroear export`"),
-    "truncated": (lambda p: p.write_bytes((ROOT / "models" / "neuroear-v4.onnx").read_bytes()[:50_000]), r"not a loadable ONNX model .*truncated or not ONNX\? use a model file made by `neuroear export`"),
+    "truncated": (lambda p: p.write_bytes((ROOT / "models" / "neuroear-v5.onnx").read_bytes()[:50_000]), r"not a loadable ONNX model .*truncated or not ONNX\? use a model file made by `neuroear export`"),
     "not ONNX": (lambda p: p.write_text("<html>404 not found</html>"), r"not a loadable ONNX model"),
     "ONNX without our metadata": (lambda p: _onnx_model(p, card=None), r"has no 'neuroear' metadata, so it is not a Neuro-Ear model; use a model file"),
     "wrong input rank": (lambda p: _onnx_model(p, in_rank=3), r"expected one float input 'waveform' \[batch, samples\]"),
@@ -631,7 +631,7 @@ def test_read_card_is_the_card_the_detector_reads(tmp_path):
     from neuroear.infer import Detector
     from neuroear.metadata import read_card
 
-    shipped = ROOT / "models" / "neuroear-v4.onnx"
+    shipped = ROOT / "models" / "neuroear-v5.onnx"
     det = Detector(shipped)
     assert read_card(shipped) == det.card and read_card(shipped).framing == det.framing
     tiny = read_card(_onnx_model(tmp_path / "ok.onnx", card={"name": "tiny-context", "context_samples": 8000}))

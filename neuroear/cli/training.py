@@ -74,7 +74,7 @@ def register(sub: Any) -> None:
 
     x = sub.add_parser("export", help="export a checkpoint to one ONNX file (needs the 'train' extra)")
     x.add_argument("checkpoint")
-    x.add_argument("--out", default="models/neuroear-v4.onnx")
+    x.add_argument("--out", default="models/neuroear-v5.onnx")
     x.add_argument("--name", help="model name (default: the file stem)")
     x.add_argument("--metrics", help="JSON file of metrics to embed in the model card")
     x.set_defaults(func=cmd_export)
