@@ -310,14 +310,15 @@ def analyze_stages(model: Path, path: Path, *, seconds: float) -> dict:
     monos = [audio.sanitize(audio.to_mono(b))[0] for b in blocks]
     t["mono_sanitize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if info.samplerate != framing.SAMPLE_RATE:
-        resampler = Resampler(info.samplerate, framing.SAMPLE_RATE)
+    frm = det.framing  # the model's own rate, window and context
+    if info.samplerate != frm.sample_rate:
+        resampler = Resampler(info.samplerate, frm.sample_rate)
         res = [resampler.resample_chunk(m, last=i == len(monos) - 1) for i, m in enumerate(monos)]
     else:
         res = monos
     t["resample"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fr = framing.Framer()
+    fr = framing.Framer(window=frm.window, hop=frm.window, sample_rate=frm.sample_rate, context=frm.context)
     pairs = []
     for r in res:
         pairs += fr.push(r)
@@ -330,7 +331,7 @@ def analyze_stages(model: Path, path: Path, *, seconds: float) -> dict:
     t0 = time.perf_counter()
     levels = audio.dbfs(x)
     rows = [
-        WindowResult(str(path), s / 16000, (s + 16000) / 16000, p, tuple(lab for lab, pi, ti in zip(det.labels, p, det.thresholds) if pi >= ti), float(lv))
+        WindowResult(str(path), s / frm.sample_rate, (s + frm.window) / frm.sample_rate, p, tuple(lab for lab, pi, ti in zip(det.labels, p, det.thresholds) if pi >= ti), float(lv))
         for (s, _), p, lv in zip(pairs, probs, levels)
     ]
     t["levels_rows"] = time.perf_counter() - t0

@@ -8,7 +8,7 @@ stage          what is timed (per block or per window)
 =============  =====================================================================================
 capture        device: the PortAudio callback (copy + enqueue), per block; file: reading + decoding one block
 queue          block available (device callback / paced file due time) → the consumer has it, per block
-resample       ``rs.Resampler.resample_chunk`` per block: FIR + soxr QQ (absent when the source is at 16 kHz)
+resample       ``rs.Resampler.resample_chunk`` per block: FIR + soxr QQ (absent when the source is at the model's rate)
 ring_write     ``RingBuffer.write`` per chunk
 window         ``RingBuffer.read`` of one window (the copy handed to the model), per window
 cut            last sample of the window available → window cut (queue + ring; the resampler holds nothing back)
@@ -193,7 +193,7 @@ def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple
     """The same loop fed by PortAudio from the PulseAudio virtual microphone (skipped with a note if absent).
 
     One run per capture rate in ``rates``: ``None`` opens the device at its own rate (our resampler
-    runs in the loop); 16000 asks PortAudio/PulseAudio for the model's rate (resampling happens before
+    runs in the loop); a rate (the caller passes the model's) asks PortAudio/PulseAudio for it (resampling happens before
     the callback, inside the device buffer).
     """
     settings, why = _mic_settings()
@@ -216,7 +216,7 @@ def virtual_mic(model: Path, *, hop_seconds: float, seconds: float, rates: tuple
     out: dict = {"mic": {"fifo": settings["NEUROEAR_MIC_FIFO"], "rate": rate, "source": settings.get("NEUROEAR_MIC_SOURCE")}}
     try:
         for capture_rate in rates:
-            key = "device_rate" if capture_rate is None else f"capture_{capture_rate}"
+            key = "device_rate" if capture_rate is None else "capture_model_rate"
             result: dict = {}
             try:
                 src = device.DeviceSource(None, rate=capture_rate)

@@ -118,10 +118,10 @@ def check_targets(r: dict) -> dict:
     best = max(an.items(), key=lambda kv: kv[1]["x_realtime"]) if an else None
     add("file_x_realtime", best[1]["x_realtime"] if best else None, TARGETS["file_x_realtime"], higher_is_better=True,
         note=f"analyze_file → JSON Lines, 44.1 kHz FLAC, best config ({best[0]})" if best else "")
-    an16 = {k: v for k, v in (_get(s, "analyze", "wav16k", default={}) or {}).items() if isinstance(v, dict) and "x_realtime" in v}
+    an16 = {k: v for k, v in (_get(s, "analyze", "wav_model_rate", default={}) or {}).items() if isinstance(v, dict) and "x_realtime" in v}
     best16 = max(an16.items(), key=lambda kv: kv[1]["x_realtime"]) if an16 else None
-    add("file_x_realtime_16k_wav", best16[1]["x_realtime"] if best16 else None, TARGETS["file_x_realtime"], higher_is_better=True,
-        note=f"analyze_file → JSON Lines, 16 kHz WAV (no resampling), best config ({best16[0]})" if best16 else "")
+    add("file_x_realtime_model_rate_wav", best16[1]["x_realtime"] if best16 else None, TARGETS["file_x_realtime"], higher_is_better=True,
+        note=f"analyze_file → JSON Lines, WAV at the model's rate (no resampling), best config ({best16[0]})" if best16 else "")
     add("seed_ratio", _get(s, "compare", "file_ratio_seed_over_ours"), TARGETS["seed_ratio"], higher_is_better=True,
         note="file analysis, seed-style time / ours, median of interleaved rounds", section="compare")
     rt = _get(s, "live", "file_realtime_44k", "stages", "total", "p99_ms")
@@ -129,10 +129,10 @@ def check_targets(r: dict) -> dict:
     add("line_latency_p99_ms", mic if mic is not None else rt, TARGETS["line_latency_p99_ms"],
         note=("virtual microphone at its own rate" if mic is not None else "file source paced like a device, 44.1 kHz")
         + ": last sample of the window delivered → JSON line written (the resampler has no look-ahead)")
-    mic16 = _get(s, "mic", "capture_16000", "stages", "total", "p99_ms")
-    rt16 = _get(s, "live", "file_realtime_16k", "stages", "total", "p99_ms")
-    add("line_latency_p99_ms_at_16k", mic16 if mic16 is not None else rt16, TARGETS["line_latency_p99_ms"],
-        note=("virtual microphone opened at 16 kHz" if mic16 is not None else "file source paced like a device, 16 kHz")
+    mic16 = _get(s, "mic", "capture_model_rate", "stages", "total", "p99_ms")
+    rt16 = _get(s, "live", "file_realtime_model_rate", "stages", "total", "p99_ms")
+    add("line_latency_p99_ms_at_model_rate", mic16 if mic16 is not None else rt16, TARGETS["line_latency_p99_ms"],
+        note=("virtual microphone opened at the model's rate" if mic16 is not None else "file source paced like a device, at the model's rate")
         + ": no resampler in the loop")
     lst = _get(s, "memory", "listen", "long", "peak_rss_mb")
     add("listen_rss_mb", lst, TARGETS["listen_rss_mb"], note="listen --input <long file> --no-dashboard")
@@ -178,8 +178,8 @@ def markdown(r: dict) -> str:
         lines += [f"Seed-style comparison (librosa CQT + 13.5 M CNN, torch): not measured — {why_not(r, 'compare')}.", ""]
     hop, tp, an = s.get("per_hop"), s.get("throughput"), s.get("analyze")
     if tp and an:
-        w16 = an.get("wav16k", {})
-        lines += ["| ORT threads | batch | model only × real time | 44.1 kHz FLAC → JSON Lines × real time | 16 kHz WAV → JSON Lines |",
+        w16 = an.get("wav_model_rate", {})
+        lines += ["| ORT threads | batch | model only × real time | 44.1 kHz FLAC → JSON Lines × real time | WAV at the model's rate → JSON Lines |",
                   "|---:|---:|---:|---:|---:|"]
         for t in (1, 2):
             for b in (1, 8, 64):
@@ -197,7 +197,7 @@ def markdown(r: dict) -> str:
         lines.append("")
     lv = s.get("live", {})
     for key, title in (("file_fast_44k", "file source, as fast as it goes, 44.1 kHz"), ("file_realtime_44k", "file source paced like a device, 44.1 kHz"),
-                       ("file_realtime_16k", "file source paced like a device, 16 kHz (no resampler)")):
+                       ("file_realtime_model_rate", "file source paced like a device, at the model's rate (no resampler)")):
         d = lv.get(key)
         if d and "stages" in d:
             lines += [f"Live loop — {title}, hop {d['hop_seconds']:g} s, block {d['block_frames']} frames, {d['hops']} hops:", "",
@@ -210,7 +210,7 @@ def markdown(r: dict) -> str:
     if mic and "skipped" in mic:
         lines += [f"Virtual microphone: skipped — {mic['skipped']}.", ""]
     elif mic:
-        for key, how in (("device_rate", "opened at its own rate, our resampler in the loop"), ("capture_16000", "opened at 16 kHz, PulseAudio resamples")):
+        for key, how in (("device_rate", "opened at its own rate, our resampler in the loop"), ("capture_model_rate", "opened at the model's rate, PulseAudio resamples")):
             d = mic.get(key)
             if not d:
                 continue
@@ -289,11 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         # the audio everything is timed on: the bundled example, tiled
         f44 = common.write_audio(tmp / "bench-44k.flac", z["file_s"], rate=common.BENCH_RATE)
         cmp44 = common.write_audio(tmp / "compare-44k.flac", z["cmp_s"], rate=common.BENCH_RATE)
-        f16 = common.write_audio(tmp / "bench-16k.flac", max(z["live_rt16_s"] + 1, 5.0), rate=16_000)
         from neuroear import audio, framing
         from neuroear.metadata import read_card
 
         fr = read_card(model).framing  # the model's own rate, window and context
+        # audio already at the model's rate: the live loop runs no resampler on it
+        f16 = common.write_audio(tmp / "bench-model-rate.flac", max(z["live_rt16_s"] + 1, 5.0), rate=fr.sample_rate)
         sig16 = audio.load(f44, sample_rate=fr.sample_rate)
         wins = framing.windows(sig16, window=fr.window, sample_rate=fr.sample_rate, context=fr.context)[1]
 
@@ -319,11 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         section("per_hop", lambda: bi.per_hop(model, wins, repeats=z["hop_repeats"]))
         section("throughput", lambda: bi.throughput(model, wins, min_seconds=z["tp_min_s"]))
         def analyze_both() -> dict:
-            # the realistic input (44.1 kHz FLAC: decode + resample) and the cheapest one (16 kHz
-            # WAV: neither), so the model's share and the input's share can be told apart
+            # the realistic input (44.1 kHz FLAC: decode + resample) and the cheapest one (WAV at
+            # the model's rate: neither), so the model's share and the input's share can be told apart
             res = bi.analyze_throughput(model, f44, seconds=z["file_s"], repeats=z["an_repeats"])
-            w16 = common.write_audio(tmp / "bench-16k.wav", z["file_s"], rate=16_000)
-            res["wav16k"] = bi.analyze_throughput(model, w16, seconds=z["file_s"], repeats=z["an_repeats"])
+            w16 = common.write_audio(tmp / "bench-model-rate.wav", z["file_s"], rate=fr.sample_rate)
+            res["wav_model_rate"] = bi.analyze_throughput(model, w16, seconds=z["file_s"], repeats=z["an_repeats"])
             w16.unlink()
             return res
 
@@ -350,11 +351,11 @@ def main(argv: list[str] | None = None) -> int:
             return {
                 "file_fast_44k": bl.file_fast(model, f44, hop_seconds=0.25),
                 "file_realtime_44k": bl.file_realtime(model, f44, hop_seconds=0.25, seconds=z["live_rt_s"]),
-                "file_realtime_16k": bl.file_realtime(model, f16, hop_seconds=0.25, seconds=z["live_rt16_s"]),
+                "file_realtime_model_rate": bl.file_realtime(model, f16, hop_seconds=0.25, seconds=z["live_rt16_s"]),
             }
 
         section("live", live)
-        section("mic", lambda: bl.virtual_mic(model, hop_seconds=0.25, seconds=z["mic_s"]))
+        section("mic", lambda: bl.virtual_mic(model, hop_seconds=0.25, seconds=z["mic_s"], rates=(None, fr.sample_rate)))
 
         import bench_startup as bs
 

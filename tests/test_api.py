@@ -68,7 +68,8 @@ def test_analyze_file_returns_the_seconds_it_decoded(clip, tmp_path, detector):
 
 def test_listen_yields_the_detections_of_predict(clip, detector):
     got = list(neuroear.listen(input=clip, hop=0.5, threads=1))
-    starts, windows = framing.windows(audio.load(clip, sample_rate=detector.sample_rate), hop=8000)
+    fr = detector.framing
+    starts, windows = framing.windows(audio.load(clip, sample_rate=fr.sample_rate), hop=fr.hop(0.5), window=fr.window, sample_rate=fr.sample_rate, context=fr.context)
     assert [d.start for d in got] == list(starts / detector.sample_rate)
     # listen runs one window per call, predict a batch: ONNX Runtime's kernels may sum in another
     # order per batch size (seen: 1.4e-5 on one machine), far below any decision's resolution

@@ -91,13 +91,13 @@ def test_quick_run_writes_all_fields(tmp_path: Path) -> None:
     assert set(prof["analyze_stages"]["seconds"]) >= {"decode", "resample", "predict", "json"}
     assert "Detector.predict (shipped)" in s["optim"]["threads_1"]
 
-    for key in ("file_fast_44k", "file_realtime_44k", "file_realtime_16k"):
+    for key in ("file_fast_44k", "file_realtime_44k", "file_realtime_model_rate"):
         run = s["live"][key]
         assert run["hops"] > 0 and run["lines"] == run["hops"]
         for stage in ("capture", "window", "cut", "infer", "policy", "emit", "total"):
             _stats(run["stages"][stage])
     assert "resample" in s["live"]["file_realtime_44k"]["stages"]
-    assert "resample" not in s["live"]["file_realtime_16k"]["stages"]
+    assert "resample" not in s["live"]["file_realtime_model_rate"]["stages"]
 
     for cmd in ("analyze", "listen"):
         assert s["startup"][cmd]["ok"], s["startup"][cmd]

@@ -26,7 +26,7 @@ from neuroear.infer import Detector
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "stream" / "detection.schema.json"
-FRAMING = framing.Framing()  # the shipped model's: 16 000 samples at 16 kHz
+FRAMING = framing.Framing()  # a 16 kHz one-second framing for the loop's mechanics; tests that score use the model's own
 
 def cli(*args: str) -> list[str]:
     """Command line running ``neuroear ARGS`` with this interpreter."""
@@ -75,20 +75,20 @@ def detector() -> Detector:
     return Detector(threads=1)
 
 
-def stream_file(path: Path, *, hop: int, block: int, predict=None, **kw):
-    """Run the live loop over a file; returns (starts, windows, probs, stats)."""
+def stream_file(path: Path, *, hop: int, block: int, predict=None, fr: framing.Framing = FRAMING, **kw):
+    """Run the live loop over a file at framing ``fr``; returns (starts, windows, probs, stats)."""
     got = []
     predict = predict or (lambda w: np.zeros((w.shape[0], 1), np.float32))
     stats = loop.run(
         sources.FileSource(path, block=block),
         predict,
-        framing=FRAMING,
+        framing=fr,
         hop=hop,
         on_hop=lambda w, p, s: got.append((w.start, w.samples, p)) or True,
         **kw,
     )
     if not got:
-        return np.zeros(0, int), np.zeros((0, framing.WINDOW_SAMPLES)), np.zeros((0, 1)), stats
+        return np.zeros(0, int), np.zeros((0, fr.input)), np.zeros((0, 1)), stats
     return np.array([g[0] for g in got]), np.stack([g[1] for g in got]), np.stack([g[2] for g in got]), stats
 
 
@@ -99,9 +99,10 @@ def test_any_block_size_gives_the_windows_and_probs_of_analyze(clips, detector, 
     path = clips[f"mono{rate}"]
     if block == 3 and rate != 16000:
         block = 97  # a few thousand tiny blocks are enough; single frames are covered below
-    hop = framing.hop_samples(hop_s)
-    ref_starts, ref_windows = framing.windows(audio.load(path, sample_rate=framing.SAMPLE_RATE), hop=hop)
-    starts, windows, probs, stats = stream_file(path, hop=hop, block=block, predict=detector.predict)
+    fr = detector.framing  # the shipped model's rate, window and context
+    hop = fr.hop(hop_s)
+    ref_starts, ref_windows = framing.windows(audio.load(path, sample_rate=fr.sample_rate), hop=hop, window=fr.window, sample_rate=fr.sample_rate, context=fr.context)
+    starts, windows, probs, stats = stream_file(path, hop=hop, block=block, predict=detector.predict, fr=fr)
     np.testing.assert_array_equal(starts, ref_starts)
     assert starts[1] - starts[0] == hop
     np.testing.assert_allclose(windows, ref_windows, rtol=0, atol=1e-6)
@@ -230,9 +231,10 @@ def test_listen_input_writes_schema_valid_lines_matching_predict(clips, detector
     v = validator()
     for row in rows:
         v.validate(row)
-    starts, windows = framing.windows(audio.load(clips["mono44100"], sample_rate=framing.SAMPLE_RATE), hop=8000)
-    assert [row["start"] for row in rows] == list(starts / 16000)
-    assert [row["end"] for row in rows] == [min(s / 16000 + 1, 3.3) for s in starts]
+    fr = detector.framing
+    starts, windows = framing.windows(audio.load(clips["mono44100"], sample_rate=fr.sample_rate), hop=fr.hop(0.5), window=fr.window, sample_rate=fr.sample_rate, context=fr.context)
+    assert [row["start"] for row in rows] == list(starts / fr.sample_rate)
+    assert [row["end"] for row in rows] == [min(s / fr.sample_rate + 1, 3.3) for s in starts]
     ref = detector.predict(windows)
     got = np.array([[row["probs"][lab] for lab in detector.labels] for row in rows])
     np.testing.assert_allclose(got, ref, rtol=0, atol=6e-5)
