@@ -79,15 +79,15 @@ def test_model_card(client, detector):
     assert cfg["max_upload_bytes"] == 400_000 and cfg["labels"] == list(detector.labels)
 
 
-@pytest.mark.parametrize("hop", [None, "0.5"])
+@pytest.mark.parametrize("hop", [None, "0.5", "smooth"])
 def test_analyze_gives_the_lines_of_neuroear_analyze(client, hop):
-    query, extra = ("", []) if hop is None else (f"?hop={hop}", ["--hop", hop])
+    query, extra = {None: ("", []), "0.5": ("?hop=0.5", ["--hop", "0.5"]), "smooth": ("?smooth=2", ["--smooth", "2"])}[hop]
     r = post(client, "example.ogg", EXAMPLE.read_bytes(), query)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
     assert float(r.headers["x-neuroear-duration"]) == pytest.approx(28.0)
     ours = [json.loads(line) for line in r.text.splitlines()]
     cli = [json.loads(line) for line in cli_rows(str(EXAMPLE), "--format", "jsonl", *extra).splitlines()]
-    assert len(ours) == len(cli) == (28 if hop is None else 55)
+    assert len(ours) == len(cli) == (55 if hop == "0.5" else 28)
     for a, b in zip(ours, cli):
         assert a["source"] == "example.ogg" and b["source"] == str(EXAMPLE)
         assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
@@ -182,7 +182,7 @@ def test_requests_without_a_proper_file_part(client, kwargs, status):
     assert r.status_code == status and "\n" not in r.json()["error"]
 
 
-@pytest.mark.parametrize("query", ["?hop=0", "?hop=abc", "?format=xml"])
+@pytest.mark.parametrize("query", ["?hop=0", "?hop=abc", "?format=xml", "?smooth=0", "?smooth=two"])
 def test_bad_options(client, query):
     r = post(client, "example.ogg", EXAMPLE.read_bytes(), query)
     assert 400 <= r.status_code < 500 and r.json()["error"]

@@ -5,7 +5,7 @@ Routes::
     GET  /                the page (static/index.html); /static/* its JS and CSS
     GET  /api/model       the model card (JSON), plus the provider the server runs on
     GET  /api/config      what the page needs to know: upload limit (bytes), labels, hop bounds
-    POST /api/analyze     multipart file → JSON Lines of windows (?format=csv, ?hop=SECONDS)
+    POST /api/analyze     multipart file → JSON Lines of windows (?format=csv, ?hop=SECONDS, ?smooth=N)
     WS   /api/live        browser PCM in, one detection per hop out (``livesocket``)
 
 Files go through ``analyze.analyze_file`` and ``analyze.Writer``, the very code of
@@ -94,7 +94,7 @@ def _public(text: str, up: Upload) -> str:
 class _Analysis:
     """One upload being analysed: rows → text chunks in the CLI's format, warnings as they occur."""
 
-    def __init__(self, det: Any, up: Upload, *, hop: float, fmt: str) -> None:
+    def __init__(self, det: Any, up: Upload, *, hop: float, fmt: str, smooth: int = 1) -> None:
         from neuroear.analyze import Writer, analyze_file
 
         self.up, self.fmt = up, fmt
@@ -104,7 +104,7 @@ class _Analysis:
         with _routes_lock:
             _routes[str(up.path) + ":"] = (self.messages, up.name)
         _route_warnings()
-        self.rows = analyze_file(up.path, hop, detector=det)
+        self.rows = analyze_file(up.path, hop, detector=det, smooth=smooth)
         self.finished = False
         self.count = 0  # windows written so far
 
@@ -140,6 +140,21 @@ class _Analysis:
         with _routes_lock:
             _routes.pop(str(self.up.path) + ":", None)
         self.up.delete()
+
+
+def _parse_smooth(raw: str | None) -> int:
+    """The ``smooth`` query parameter: windows the decision averages over, as ``analyze --smooth``; default 1."""
+    from neuroear.live.policy import MAX_SMOOTH
+
+    if raw is None or raw == "":
+        return 1
+    try:
+        smooth = int(raw)
+    except ValueError:
+        raise RequestError(f"smooth={raw!r} is not a whole number of windows") from None
+    if not 1 <= smooth <= MAX_SMOOTH:
+        raise RequestError(f"smooth={smooth}: use 1 to {MAX_SMOOTH} windows")
+    return smooth
 
 
 def _error_line(fmt: str, message: str) -> str:
@@ -251,6 +266,7 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
         if fmt not in MEDIA_TYPES:
             raise RequestError(f"format={fmt!r}: use jsonl or csv")
         hop = _parse_hop(request.query_params.get("hop"), detector.framing)
+        smooth = _parse_smooth(request.query_params.get("smooth"))
         up = await receive_upload(
             request.stream(), content_type=request.headers.get("content-type"), content_length=request.headers.get("content-length"),
             directory=updir, limit_bytes=config.max_upload_bytes,
@@ -278,7 +294,7 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
 
         try:
             duration = (await run_in_threadpool(audio.info, up.path)).duration
-            job = _Analysis(detector, up, hop=hop, fmt=fmt)
+            job = _Analysis(detector, up, hop=hop, fmt=fmt, smooth=smooth)
             first, error = await run_in_threadpool(job.next_chunk)
         except NeuroEarError as exc:
             done()
