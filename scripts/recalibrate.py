@@ -25,17 +25,17 @@ from neuroear import evaluate as E
 from neuroear.infer import Detector
 from neuroear.metadata import METADATA_KEY
 from neuroear.training import data as D
-from neuroear.training.train import TrainConfig
+from neuroear.training.train import TrainConfig, load_clips
 
 
-def real_val_windows(card_training: dict, real: list[str], *, n: int, seed: int, cache: Path, rate: int, context: float) -> tuple[np.ndarray, np.ndarray]:
-    """x [n, input samples], y [n, n_labels]: training's mix over real held-out clips only."""
+def real_val_windows(card_training: dict, real: list[str], *, n: int, seed: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """x [n, input samples], y [n, n_labels]: training's mix over real held-out clips only, framed
+    as the model was trained (its card's front end: rate and context)."""
     cfg = TrainConfig.from_dict({k: v for k, v in card_training.items() if k != "seconds"})
-    negatives = cfg.mix.other_p > 0 or cfg.mix.other_partner_p > 0
-    clips = D.load_real(real, cfg.labels, cache=cache, negatives=negatives, rate=rate)
-    val = [c for c in clips if D.split_of(c.group or c.name) == "val"]
+    # training's own loading and split, over the real recordings alone
+    _, val = load_clips(dataclasses.replace(cfg, real=tuple(real), rendered=()), cache)
     mix = dataclasses.replace(cfg.mix, real_fraction=1.0)
-    return D.Sampler(val, cfg.labels, cfg=mix, seed=seed, strict=False, rate=rate, context=context).batch(n)
+    return D.Sampler(val, cfg.labels, cfg=mix, seed=seed, strict=False, rate=cfg.cqt.sample_rate, context=cfg.cqt.context_seconds).batch(n)
 
 
 def main() -> None:
@@ -51,8 +51,7 @@ def main() -> None:
 
     det = Detector(args.model, threads=2)
     card = det.card
-    context = card.context_samples / card.sample_rate
-    x, y = real_val_windows(card.training, args.real, n=args.windows, seed=args.seed, cache=args.cache, rate=card.sample_rate, context=context)
+    x, y = real_val_windows(card.training, args.real, n=args.windows, seed=args.seed, cache=args.cache)
     probs = det.predict(x.astype(np.float32))
     fitted = E.calibrate(y, probs, card.labels)
     seen = y.astype(bool).any(axis=0)

@@ -49,11 +49,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     det.framing.hop(args.hop)  # a bad --hop is one usage error, not one failure per file
     thr = thresholds(det, args.threshold)
-    PolicyConfig.build(det.labels, thr, hysteresis=args.hysteresis, smooth=args.smooth)  # bad values: one usage error
     if args.engine == "ray" or args.out or args.address:
         from neuroear.archive.engine import run_args
 
-        return run_args(args, thr, detector=det, prog=PROG)
+        return run_args(args, thr, detector=det, prog=PROG)  # run() checks the decision options
+    PolicyConfig.build(det.labels, thr, hysteresis=args.hysteresis, smooth=args.smooth)  # bad values: one usage error
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     if not args.quiet:
         say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
