@@ -76,6 +76,7 @@ class Decision:
     smoothed: np.ndarray  # [n_labels] probabilities after the moving average
     active: tuple[str, ...]  # labels on after this hop, in label order
     events: tuple[Event, ...]  # onsets/offsets caused by this hop
+    mask: np.ndarray  # [n_labels] bool, True where a label is on: ``active`` is the labels where it is True
 
 
 class Policy:
@@ -124,7 +125,7 @@ class Policy:
         self._state = new
         self._last_end = float(end)
         active = tuple(lab for lab, on in zip(self.config.labels, new) if on)
-        return Decision(smoothed=smoothed.astype(np.float32), active=active, events=tuple(events))
+        return Decision(smoothed=smoothed.astype(np.float32), active=active, events=tuple(events), mask=new.copy())
 
     def finish(self) -> list[Event]:
         """Offsets for every label still on, at the end of the last window; then reset."""
