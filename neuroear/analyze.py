@@ -44,7 +44,9 @@ def window_row(
 
 @dataclass(frozen=True)
 class WindowResult:
-    """One window's result: times in seconds, probabilities [n_labels] and active labels."""
+    """One window's result: times in seconds, probabilities [n_labels] and active labels;
+    ``mask`` is the policy's bool [n_labels] of the same decision, in label order (``analyze_file``
+    sets it; None in a result built by hand)."""
 
     source: str
     start: float
@@ -52,6 +54,7 @@ class WindowResult:
     probs: np.ndarray
     active: tuple[str, ...]
     level_dbfs: float
+    mask: np.ndarray | None = None
 
     def to_json(self, labels: tuple[str, ...]) -> dict:
         return window_row(source=self.source, start=self.start, end=self.end, labels=labels, probs=self.probs, active=self.active)
@@ -97,8 +100,8 @@ def analyze_file(
         levels = audio.dbfs(x)
         for (start, _), p, lv in zip(pairs, probs, levels):
             end = min(start + det.window_samples, total) if total else start + det.window_samples
-            act = policy.update(p, start=start / det.sample_rate, end=end / det.sample_rate).active
-            yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, act, float(lv))
+            d = policy.update(p, start=start / det.sample_rate, end=end / det.sample_rate)
+            yield WindowResult(src, start / det.sample_rate, end / det.sample_rate, p, d.active, float(lv), d.mask)
 
     blocks = audio.prefetch(audio.stream(path, sample_rate=det.sample_rate))
     try:

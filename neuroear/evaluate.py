@@ -273,7 +273,7 @@ def decide(probs: np.ndarray, groups: np.ndarray, thresholds: np.ndarray, *, smo
     for i, p in enumerate(probs):
         if i and groups[i] != groups[i - 1]:
             policy.reset()
-        out[i, [int(c) for c in policy.update(p, start=float(i), end=float(i + 1)).active]] = True
+        out[i] = policy.update(p, start=float(i), end=float(i + 1)).mask
     return out
 
 

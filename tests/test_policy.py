@@ -57,6 +57,19 @@ def test_smoothing_averages_the_last_n_hops():
     assert [("piano" in d.active) for d in ds] == [True, False, False, False, True]
 
 
+def test_mask_is_the_active_labels_in_label_order_with_smoothing_and_hysteresis():
+    pol = Policy(PolicyConfig.build(LABELS, [0.5, 0.5], smooth=2, hysteresis=0.1))
+    ds = feed(pol, [[0.6, 0.2], [0.3, 0.9], [0.3, 0.2], [0.3, 0.2]])
+    # smoothed: [0.6, 0.2], [0.45, 0.55], [0.3, 0.55], [0.3, 0.2]; on at 0.5, off below 0.4
+    # (the raw probabilities alone would give [T, F], [F, T], [F, F], [F, F])
+    want = [[True, False], [True, True], [False, True], [False, False]]
+    assert [d.mask.tolist() for d in ds] == want
+    assert [d.active for d in ds] == [("piano",), ("piano", "violin"), ("violin",), ()]
+    for d in ds:
+        assert d.mask.dtype == bool and d.mask.shape == (len(LABELS),)
+        assert d.active == tuple(lab for lab, on in zip(LABELS, d.mask) if on)
+
+
 def test_events_onset_at_window_start_offset_at_end_of_last_active_window():
     pol = Policy(PolicyConfig.build(LABELS, [0.5, 0.5]))
     ds = feed(pol, [[0.1, 0.9], [0.8, 0.9], [0.8, 0.1], [0.1, 0.1]], hop=0.5)

@@ -188,6 +188,14 @@ def test_bad_options(client, query):
     assert 400 <= r.status_code < 500 and r.json()["error"]
 
 
+@pytest.mark.parametrize("value", ["0", "33"])
+def test_smooth_out_of_range_is_a_400_with_the_policys_own_message(client, value):
+    from neuroear.live.policy import MAX_SMOOTH
+
+    r = post(client, "example.ogg", EXAMPLE.read_bytes(), f"?smooth={value}")
+    assert r.status_code == 400 and r.json()["error"] == f"smooth must be between 1 and {MAX_SMOOTH} hops, got {value}"
+
+
 def test_a_file_cut_short_gives_what_decodes_and_says_so(client):
     """Damage found mid-file: the windows before it (as `analyze` prints them) and a message line."""
     wav = _clip("WAV")

@@ -77,6 +77,7 @@ class FileAnalyzer:
         ends: list[float] = []
         probs: list[np.ndarray] = []
         active: list[list[str]] = []
+        masks: list[np.ndarray] = []  # bool [n_labels] per window: the policy's own (WindowResult.mask)
         status, error = "ok", None
         decoded: float | None = None  # s of audio analyze_file decoded; None if it broke off
 
@@ -92,6 +93,7 @@ class FileAnalyzer:
                     ends.append(r.end)
                     probs.append(r.probs)
                     active.append(list(r.active))
+                    masks.append(r.mask)
             except NeuroEarError as exc:  # the windows decoded before a mid-file error stay, as in `analyze`
                 status, error = "error", _one_line(exc)
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop an archive
@@ -111,7 +113,7 @@ class FileAnalyzer:
                 duration = audio.info(inp.source).duration
             except NeuroEarError:
                 duration = float(en.max()) if en.size else 0.0
-        on = np.array([[lab in a for lab in self.det.labels] for a in active], dtype=bool).reshape(-1, len(self.det.labels))
+        on = np.stack(masks) if masks else np.zeros((0, len(self.det.labels)), dtype=bool)
         row = {
             "id": inp.fid,
             "source": inp.source,

@@ -19,6 +19,14 @@ from neuroear.errors import NeuroEarError
 MAX_SMOOTH = 32  # hops: a longer moving average is a different product (a summary, not detection)
 
 
+def check_smooth(smooth: int, *, name: str = "--smooth") -> int:
+    """The moving-average length (hops) as an int, if in [1, MAX_SMOOTH]; else NeuroEarError
+    naming the option ``name`` (``--smooth`` on the command line, ``smooth`` in a web query)."""
+    if not (1 <= int(smooth) <= MAX_SMOOTH):
+        raise NeuroEarError(f"{name} must be between 1 and {MAX_SMOOTH} hops, got {smooth}")
+    return int(smooth)
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Per-label on/off levels (probabilities) and the moving-average length (hops).
@@ -53,11 +61,10 @@ class PolicyConfig:
             raise NeuroEarError(f"{len(thr)} thresholds for {len(labels)} labels")
         if not (0.0 <= hysteresis < 1.0):
             raise NeuroEarError(f"hysteresis must be in [0, 1), got {hysteresis:g}")
-        if not (1 <= int(smooth) <= MAX_SMOOTH):
-            raise NeuroEarError(f"--smooth must be between 1 and {MAX_SMOOTH} hops, got {smooth}")
+        smooth = check_smooth(smooth)
         on = tuple(thr)
         off = tuple(max(0.0, t - hysteresis) for t in thr)
-        return cls(labels=labels, on=on, off=off, smooth=int(smooth))
+        return cls(labels=labels, on=on, off=off, smooth=smooth)
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class Decision:
     smoothed: np.ndarray  # [n_labels] probabilities after the moving average
     active: tuple[str, ...]  # labels on after this hop, in label order
     events: tuple[Event, ...]  # onsets/offsets caused by this hop
+    mask: np.ndarray  # [n_labels] bool, True where a label is on: ``active`` is the labels where it is True
 
 
 class Policy:
@@ -124,7 +132,7 @@ class Policy:
         self._state = new
         self._last_end = float(end)
         active = tuple(lab for lab, on in zip(self.config.labels, new) if on)
-        return Decision(smoothed=smoothed.astype(np.float32), active=active, events=tuple(events))
+        return Decision(smoothed=smoothed.astype(np.float32), active=active, events=tuple(events), mask=new.copy())
 
     def finish(self) -> list[Event]:
         """Offsets for every label still on, at the end of the last window; then reset."""

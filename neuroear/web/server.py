@@ -144,7 +144,7 @@ class _Analysis:
 
 def _parse_smooth(raw: str | None) -> int:
     """The ``smooth`` query parameter: windows the decision averages over, as ``analyze --smooth``; default 1."""
-    from neuroear.live.policy import MAX_SMOOTH
+    from neuroear.live.policy import check_smooth
 
     if raw is None or raw == "":
         return 1
@@ -152,9 +152,10 @@ def _parse_smooth(raw: str | None) -> int:
         smooth = int(raw)
     except ValueError:
         raise RequestError(f"smooth={raw!r} is not a whole number of windows") from None
-    if not 1 <= smooth <= MAX_SMOOTH:
-        raise RequestError(f"smooth={smooth}: use 1 to {MAX_SMOOTH} windows")
-    return smooth
+    try:
+        return check_smooth(smooth, name="smooth")  # the policy's own range and message
+    except NeuroEarError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def _error_line(fmt: str, message: str) -> str:
