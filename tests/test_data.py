@@ -190,6 +190,30 @@ def test_mixture_partners_stay_within_the_partner_range() -> None:
     assert max(ratios) < 7.5 and np.percentile(ratios, 75) > 2.0  # within ±6 dB (+ window-edge leakage), spread over it
 
 
+@pytest.mark.parametrize("partner_real_p", [None, 1.0])
+def test_mixture_partners_can_be_drawn_real_apart_from_the_lead(partner_real_p: float | None) -> None:
+    # each label has a rendered tone and a real tone at other pitches: which one sounds says which kind was drawn
+    hz = {("render", lab): f for lab, f in zip(LABELS, (220.0, 440.0, 880.0))}
+    hz |= {("real", lab): f for lab, f in zip(LABELS, (330.0, 660.0, 1320.0))}
+    pool = [D.Clip(np.round(np.tile(tone(f, 1.0), 4) * 32767).astype(np.int16), lab, kind, f"{kind}-{lab}.flac") for (kind, lab), f in hz.items()]
+    cfg = D.MixConfig(real_fraction=0.0, mix_p=1.0, third_p=0.0, negative_p=0.0, augment_strength=0.0, partner_db=(0.0, 0.0), partner_real_p=partner_real_p)
+    s = D.Sampler(pool, LABELS, cfg=cfg, seed=3)
+    f = np.fft.rfftfreq(SR, 1 / SR)
+    for _ in range(40):
+        x, y = s.one()
+        spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+        sounding = {key for key, v in hz.items() if spec[np.abs(f - v) < 15].sum() > 0.1 * spec.sum()}
+        assert {lab for _, lab in sounding} == {lab for lab, on in zip(LABELS, y) if on}
+        kinds = sorted(kind for kind, _ in sounding)
+        # the lead is always rendered (real_fraction 0); the partner follows partner_real_p, else real_fraction
+        assert kinds == (["real", "render"] if partner_real_p else ["render", "render"])
+
+
+def test_partner_real_p_must_be_a_probability() -> None:
+    with pytest.raises(NeuroEarError, match="partner_real_p"):
+        D.Sampler(clips(), LABELS, cfg=D.MixConfig(partner_real_p=1.5))
+
+
 def test_split_keeps_the_stems_of_a_song_together(tmp_path) -> None:
     import soundfile as sf
 

@@ -274,6 +274,10 @@ class MixConfig:
     # unlabelled partner at a partner's level, so unknown instruments in a band fire nothing.
     other_p: float = 0.0
     other_partner_p: float = 0.0
+    # The chance a mixture's partners (not its lead) are real recordings where a label has both
+    # kinds; None: ``real_fraction``, as for the lead. Real ensembles are real over real: a
+    # real-plus-render mixture lets a net tell its stems apart by how rendered they sound.
+    partner_real_p: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "MixConfig":
@@ -347,6 +351,8 @@ class Sampler:
                 f"background_db {cfg.background_db!r}: need {-cfg.partner_db[0]:g} < lo <= hi dB below the lead "
                 f"(labelled partners go down to {-cfg.partner_db[0]:g})"
             )
+        if cfg.partner_real_p is not None and not 0.0 <= cfg.partner_real_p <= 1.0:
+            raise NeuroEarError(f"partner_real_p {cfg.partner_real_p!r}: need a probability in [0, 1] (or null: real_fraction)")
         if cfg.clip_weighting not in CLIP_WEIGHTINGS:
             raise NeuroEarError(f"unknown clip_weighting {cfg.clip_weighting!r}: {', '.join(CLIP_WEIGHTINGS)}")
         self.pool_cdf: dict[tuple[str, str], np.ndarray] = {}  # weighted pools only; others are uniform
@@ -363,13 +369,13 @@ class Sampler:
         if self.drawable.size == 0:
             raise NeuroEarError("no audio for any label")
 
-    def _draw(self, label: str, *, augment: bool = True) -> tuple[np.ndarray, bool]:
+    def _draw(self, label: str, *, augment: bool = True, real_p: float | None = None) -> tuple[np.ndarray, bool]:
         if label == NEGATIVE_LABEL and label not in self.labels:
             kind, pool, cdf = "real", self.others, None
         else:
             kinds = self.kinds[label]
             if len(kinds) == 2:
-                kind = "real" if self.rng.random() < self.cfg.real_fraction else "render"
+                kind = "real" if self.rng.random() < (self.cfg.real_fraction if real_p is None else real_p) else "render"
             else:
                 kind = kinds[0]
             pool = self.pools[(kind, label)]
@@ -421,7 +427,7 @@ class Sampler:
         chosen = self.rng.choice(self.drawable, size=min(k, self.drawable.size), replace=False)
         x = np.zeros(n, dtype=np.float32)
         for j, li in enumerate(chosen):
-            seg, on = self._draw(self.labels[li])
+            seg, on = self._draw(self.labels[li], real_p=self.cfg.partner_real_p if j else None)
             rms = _rms(seg[-win:]) + 1e-9
             gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(*self.cfg.partner_db) / 20)
             x += seg / rms * gain * 0.1
