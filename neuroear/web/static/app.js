@@ -12,6 +12,10 @@ function esc(s) {
 }
 function mb(n) { return n >= 10e6 ? `${(n / 1e6).toFixed(0)} MB` : `${(n / 1e6).toPrecision(2)} MB`; }
 function oneLine(s) { return String(s || "").split("\n")[0].slice(0, 400); }
+// The header's "smoothing" choice: windows (hops) the decision averages over, as `--smooth N`; 1 = off.
+// Read when a file is added or a live session starts; the server checks the range (1-32).
+function smoothing() { const n = parseInt($("smooth").value, 10); return n >= 1 ? n : 1; }
+function smoothNote(n, unit) { return n > 1 ? ` · decided on the mean of the last ${n} ${unit}` : ""; }
 
 // ------------------------------------------------------------------ start-up and tabs
 
@@ -78,7 +82,7 @@ function newCard(file) {
   const job = {
     file, name: file.name, card, windows: [], warnings: [], error: null, duration: 0, done: false, geom: null,
     status: card.querySelector(".status"), progress: card.querySelector("progress"), canvas: card.querySelector("canvas"),
-    t_start: 0, t_end: 0,
+    t_start: 0, t_end: 0, smooth: smoothing(),
   };
   job.canvas.addEventListener("mousemove", (e) => hover(job, e));
   job.canvas.addEventListener("mouseleave", () => ($("tooltip").hidden = true));
@@ -111,7 +115,8 @@ function upload(job) {
     const xhr = new XMLHttpRequest();
     let seen = 0, rest = "";
     job.t_start = performance.now();
-    xhr.open("POST", "/api/analyze");
+    job.url = `/api/analyze?smooth=${job.smooth}`;
+    xhr.open("POST", job.url);
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) {
         job.progress.value = 0.2 * (e.loaded / e.total);
@@ -173,7 +178,7 @@ function finish(job) {
   job.progress.value = 1;
   job.progress.hidden = true;
   job.status.textContent = `${job.windows.length} windows · ${Heat.fmtTime(dur, dur >= 180)} of audio in ${secs.toFixed(1)} s` +
-    (secs > 0 ? ` (${(dur / secs).toFixed(0)}× real time)` : "") + (job.error ? " · stopped early" : "");
+    (secs > 0 ? ` (${(dur / secs).toFixed(0)}× real time)` : "") + smoothNote(job.smooth, "windows") + (job.error ? " · stopped early" : "");
   job.speed = secs > 0 ? dur / secs : 0;
   redraw(job);
   segments(job);
@@ -277,8 +282,9 @@ function liveError(text) {
 async function startLive() {
   liveError("");
   const hop = parseFloat($("live-hop").value);
+  const smooth = smoothing();
   const L = {
-    running: true, hop, rate: 0, sent: 0, log: [], hops: [], latencies: [], server_ms: [], active: [], firstShown: {},
+    running: true, hop, smooth, rate: 0, sent: 0, log: [], hops: [], latencies: [], server_ms: [], active: [], firstShown: {},
     t_audio0: null, t_ready: null, level: -120, dropped: 0, error: null, ws: null, ctx: null, stream: null, pending: null,
   };
   state.live = L;
@@ -298,7 +304,7 @@ async function startLive() {
   const ws = new WebSocket(`${proto}://${location.host}/api/live`);
   ws.binaryType = "arraybuffer";
   L.ws = ws;
-  ws.onopen = () => ws.send(JSON.stringify({ rate: L.rate, channels: 1, hop }));
+  ws.onopen = () => ws.send(JSON.stringify({ rate: L.rate, channels: 1, hop, smooth }));
   ws.onmessage = (e) => onLiveMessage(L, JSON.parse(e.data));
   ws.onclose = () => { if (L.running) { if (!L.error) liveError("the server closed the connection"); stopLive(true); } };
   const src = L.ctx.createMediaStreamSource(L.stream);
@@ -350,7 +356,7 @@ function onLiveMessage(L, m) {
       const el = document.querySelector(`.bar-thr[data-label="${lab}"]`);
       if (el) el.style.left = `${100 * m.thresholds[lab]}%`;
     }
-    $("live-status").textContent = `listening at ${L.rate} Hz · a decision every ${m.hop} s · model ${m.model}`;
+    $("live-status").textContent = `listening at ${L.rate} Hz · a decision every ${m.hop} s${smoothNote(L.smooth, "hops")} · model ${m.model}`;
   } else if (m.type === "hop") {
     L.hops.push(m);
     if (L.hops.length > 4 * HISTORY_SECONDS / L.hop) L.hops.splice(0, L.hops.length - 2 * HISTORY_SECONDS / L.hop);
