@@ -178,3 +178,22 @@ def test_a_context_model_reads_the_past_and_scores_the_latest_second(tmp_path) -
         np.testing.assert_allclose(det.predict(x.numpy()), torch.sigmoid(net(x)).numpy(), rtol=0, atol=1e-4)
     with pytest.raises(NeuroEarError, match="48000"):
         det.predict(np.zeros((1, 16000), np.float32))  # a bare window is not what it reads
+
+
+def test_attention_head_exports_in_the_one_graph_with_parity(tmp_path) -> None:
+    import torch
+
+    from neuroear.infer import Detector
+    from neuroear.training import export as X
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    torch.manual_seed(0)
+    net = InstrumentNet(("a", "b"), net=NetConfig(channels=(4, 8), attention=True)).eval()
+    with torch.no_grad():
+        net.cnn.att.weight.normal_()  # a trained head, not its zero start
+    x = torch.randn(2, 16000) * 0.1
+    card = X.build_card(net, {"labels": ["a", "b"], "thresholds": {"a": 0.5, "b": 0.5}, "config": {}}, name="att")
+    rep = X.export(net, card, tmp_path / "att.onnx")
+    assert rep["max_abs_diff"] <= rep["atol"]
+    with torch.no_grad():
+        np.testing.assert_allclose(Detector(tmp_path / "att.onnx", provider="cpu").predict(x.numpy()), torch.sigmoid(net(x)).numpy(), rtol=0, atol=1e-4)

@@ -123,3 +123,29 @@ def test_a_16_khz_checkpoint_starts_a_wider_band_model(tmp_path) -> None:
         other = T.TrainConfig(labels=cfg.labels, net=net, cqt=bad, init=str(ck))
         with pytest.raises(NeuroEarError, match="front end"):
             T._load_init(InstrumentNet(other.labels, other.cqt, net), other)
+
+
+def test_a_checkpoint_without_attention_starts_an_attention_model_at_its_own_function(tmp_path) -> None:
+    import pytest
+    import torch
+
+    from neuroear.errors import NeuroEarError
+    from neuroear.training import train as T
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    net = NetConfig(channels=(4, 8))
+    old, ck = _old_checkpoint(tmp_path, net)
+    att = replace(net, attention=True)
+    cfg = T.TrainConfig(labels=("piano", "violin"), net=att, init=str(ck))
+    new = InstrumentNet(cfg.labels, net=att)
+    T._load_init(new, cfg)
+    x = torch.randn(3, 16000) * 0.1
+    old.eval(), new.eval()
+    with torch.no_grad():
+        assert torch.allclose(new(x), old(x), atol=1e-6)  # zero scores: the same logits as before
+        new.cnn.att.weight[0].normal_()  # once its scores move, the head does change the output
+        assert not torch.allclose(new(x)[:, 0], old(x)[:, 0], atol=1e-3)
+    back = InstrumentNet(cfg.labels, net=net)  # and an attention checkpoint does not load into a plain net
+    torch.save({"state_dict": new.state_dict(), "labels": list(cfg.labels), "cqt": new.cqt_cfg.to_dict(), "net": att.to_dict()}, str(tmp_path / "att.pt"))
+    with pytest.raises(NeuroEarError, match="attention"):
+        T._load_init(back, T.TrainConfig(labels=cfg.labels, net=net, init=str(tmp_path / "att.pt")))

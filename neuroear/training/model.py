@@ -31,6 +31,11 @@ class NetConfig:
     dropout: float = 0.3
     residual: bool = False
     spec_mask: int = 0
+    # Per-instrument attention pooling beside the mean/max head: each instrument scores every
+    # position of the last feature map (register × time) and weighs them by its own softmax, so a
+    # quiet instrument in one register is not averaged away by a loud one in another. Its scores
+    # start at zero, so a checkpoint without it starts the same function (``train._load_init``).
+    attention: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,6 +93,14 @@ class CNN(nn.Module):
         # mean and max pooling together: mean for sustained tones, max for short attacks
         self.head = nn.Linear((2 if self.latest >= 1.0 else 3) * c_in, n_labels)
         self.spec_mask = cfg.spec_mask
+        self.n_labels = n_labels
+        self.att: nn.Conv2d | None = None
+        if cfg.attention:
+            # channels [0, n): each instrument's evidence per position; [n, 2n): its attention logits
+            self.att = nn.Conv2d(c_in, 2 * n_labels, 1)
+            with torch.no_grad():
+                self.att.weight[:n_labels].zero_()
+                self.att.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.spec_mask > 0:
@@ -100,7 +113,13 @@ class CNN(nn.Module):
             k = max(1, min(t - 1, int(round(t * self.latest))))
             now, past = h[..., t - k :], h[..., : t - k]
             pooled = torch.cat([now.mean(dim=(2, 3)), now.amax(dim=(2, 3)), past.mean(dim=(2, 3))], dim=1)
-        return self.head(self.dropout(pooled))
+            h = now
+        out = self.head(self.dropout(pooled))
+        if self.att is not None:
+            a = self.att(h).flatten(2)  # [batch, 2 n_labels, positions]; no dropout: it would skew the softmax
+            score, weight = a[:, : self.n_labels], torch.softmax(a[:, self.n_labels :], dim=-1)
+            out = out + (score * weight).sum(dim=-1)
+        return out
 
 
 def spec_mask(x: torch.Tensor, max_bins: int, max_frames: int, masks: int = 2) -> torch.Tensor:

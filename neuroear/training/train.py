@@ -143,7 +143,9 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     (a higher rate and more bins on top of the same lowest bin, bins per octave, frame duration,
     log and norm; see ``_widens``): the CQT bins it knew keep their meaning and the CNN's
     convolutions and pooling do not depend on the bin count, so its CNN carries over and only the
-    front end is this run's own. This is how a 16 kHz model starts a 24 kHz one."""
+    front end is this run's own. This is how a 16 kHz model starts a 24 kHz one. A checkpoint
+    without an attention head may start a net with one (``NetConfig.attention``): the head's
+    scores start at zero, so the first step computes the checkpoint's own function."""
     from neuroear.training.export import load_checkpoint
 
     start, _ = load_checkpoint(Path(cfg.init))  # built from the checkpoint's own labels and configs
@@ -162,6 +164,13 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
             "this run lacks; cannot start from it"
         )
     state = start.state_dict()
+    gains_attention = cfg.net.attention and not start.net_cfg.attention
+    if cfg.net.attention and start.net_cfg.attention and start.labels != tuple(cfg.labels):
+        raise NeuroEarError(f"{cfg.init}: an attention head cannot take new labels; start from a checkpoint without one")
+    if not cfg.net.attention and start.net_cfg.attention:
+        raise NeuroEarError(f"{cfg.init}: the checkpoint has an attention head and this run's net does not")
+    if gains_attention:  # the new head's own zero-score start: the checkpoint's function, unchanged
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("cnn.att.")})
     if widens:  # the run's own CQT kernels; the CNN's weights from the checkpoint
         state = {k: v for k, v in state.items() if not k.startswith("frontend.")}
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("frontend.")})
