@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     prefix = next((p for p in ("net.", "detector.") if f"{p}cnn.head.weight" in inits), None)
     if prefix is None:
         raise SystemExit(f"{args.onnx}: no classifier weights (…cnn.head.weight) among the graph's initializers")
-    convs = [n for n in m.graph.node if n.op_type == "Conv" and n.input[1] in inits and inits[n.input[1]].ndim == 4]
-    t_convs = [mod for mod in det.cnn.modules() if isinstance(mod, torch.nn.Conv2d)]
+    att = f"{prefix}cnn.att.weight"  # the attention head's 1x1 conv has no BN to rebuild: copied as it is
+    convs = [n for n in m.graph.node if n.op_type == "Conv" and n.input[1] in inits and inits[n.input[1]].ndim == 4 and n.input[1] != att]
+    t_convs = [mod for mod in det.cnn.features.modules() if isinstance(mod, torch.nn.Conv2d)]
     t_bns = [mod for mod in det.cnn.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
     if len(convs) != len(t_convs) or len(t_bns) != len(t_convs):
         raise SystemExit(f"{args.onnx}: {len(convs)} CNN convs in the graph, {len(t_convs)} in the net")
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             bias.append(torch.from_numpy(b.copy()))
         det.cnn.head.weight.copy_(torch.from_numpy(inits[f"{prefix}cnn.head.weight"]))
         det.cnn.head.bias.copy_(torch.from_numpy(inits[f"{prefix}cnn.head.bias"]))
+        if det.cnn.att is not None:
+            det.cnn.att.weight.copy_(torch.from_numpy(inits[att]))
+            det.cnn.att.bias.copy_(torch.from_numpy(inits[f"{prefix}cnn.att.bias"]))
         for name in ("cqt_kernels_real", "cqt_kernels_imag", "lowpass_gemm"):
             ours, theirs = getattr(det.frontend.cqt, name), inits[f"{prefix}frontend.cqt.{name}"]
             # library versions round the filters differently (~1e-5 of their peak); more is another CQT
