@@ -93,7 +93,6 @@ class CNN(nn.Module):
         # mean and max pooling together: mean for sustained tones, max for short attacks
         self.head = nn.Linear((2 if self.latest >= 1.0 else 3) * c_in, n_labels)
         self.spec_mask = cfg.spec_mask
-        self.n_labels = n_labels
         self.att: nn.Conv2d | None = None
         if cfg.attention:
             # channels [0, n): each instrument's evidence per position; [n, 2n): its attention logits
@@ -117,8 +116,8 @@ class CNN(nn.Module):
         out = self.head(self.dropout(pooled))
         if self.att is not None:
             a = self.att(h).flatten(2)  # [batch, 2 n_labels, positions]; no dropout: it would skew the softmax
-            score, weight = a[:, : self.n_labels], torch.softmax(a[:, self.n_labels :], dim=-1)
-            out = out + (score * weight).sum(dim=-1)
+            score, logit = a.chunk(2, dim=1)
+            out = out + (score * torch.softmax(logit, dim=-1)).sum(dim=-1)
         return out
 
 
