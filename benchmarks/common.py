@@ -178,18 +178,17 @@ def machine_info() -> dict:
 
 def model_info(path: Path) -> dict:
     """Size, hash and card summary of the model file measured."""
-    from neuroear.infer import Detector
-    from neuroear.metadata import file_sha256
+    from neuroear.metadata import file_sha256, read_card
 
-    det = Detector(path, provider="cpu")
+    card = read_card(path)  # the card alone: no ONNX Runtime session to build and throw away
     return {
         "path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-        "name": det.name,
+        "name": card.name,
         "bytes": path.stat().st_size,
         "sha256": file_sha256(path),
-        "labels": len(det.labels),
-        "cqt": det.card.cqt,
-        "training_note": (det.card.training or {}).get("note"),
+        "labels": len(card.labels),
+        "cqt": card.cqt,
+        "training_note": (card.training or {}).get("note"),
     }
 
 

@@ -76,7 +76,6 @@ class FileAnalyzer:
         starts: list[float] = []
         ends: list[float] = []
         probs: list[np.ndarray] = []
-        active: list[list[str]] = []
         masks: list[np.ndarray] = []  # bool [n_labels] per window: the policy's own (WindowResult.mask)
         status, error = "ok", None
         decoded: float | None = None  # s of audio analyze_file decoded; None if it broke off
@@ -92,7 +91,6 @@ class FileAnalyzer:
                     starts.append(r.start)
                     ends.append(r.end)
                     probs.append(r.probs)
-                    active.append(list(r.active))
                     masks.append(r.mask)
             except NeuroEarError as exc:  # the windows decoded before a mid-file error stay, as in `analyze`
                 status, error = "error", _one_line(exc)
@@ -104,8 +102,9 @@ class FileAnalyzer:
             os._exit(1)  # a killed worker, mid-file, before anything is written
         st, en = np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)
         p = np.stack(probs) if probs else np.zeros((0, len(self.det.labels)), dtype=np.float32)
+        on = np.stack(masks) if masks else np.zeros((0, len(self.det.labels)), dtype=bool)
         if starts or status == "ok":
-            self.store.write_windows(inp.fid, inp.source, self.det.labels, st, en, p, active)
+            self.store.write_windows(inp.fid, inp.source, self.det.labels, st, en, p, on)
         if decoded is not None:
             duration = decoded
         else:  # decoding broke off (or never began): the header, if readable, says how long the file is
@@ -113,7 +112,6 @@ class FileAnalyzer:
                 duration = audio.info(inp.source).duration
             except NeuroEarError:
                 duration = float(en.max()) if en.size else 0.0
-        on = np.stack(masks) if masks else np.zeros((0, len(self.det.labels)), dtype=bool)
         row = {
             "id": inp.fid,
             "source": inp.source,

@@ -166,10 +166,13 @@ class Store:
             os.fsync(f.fileno())
         os.replace(tmp, final)
 
-    def write_windows(self, fid: str, source: str, labels: Sequence[str], starts: np.ndarray, ends: np.ndarray, probs: np.ndarray, active: list[list[str]]) -> None:
-        """Write one file's windows (``probs`` [n, n_labels]) as windows/<fid>.parquet, atomically."""
+    def write_windows(self, fid: str, source: str, labels: Sequence[str], starts: np.ndarray, ends: np.ndarray, probs: np.ndarray, on: np.ndarray) -> None:
+        """Write one file's windows (``probs`` [n, n_labels]; ``on`` the policy's bool [n, n_labels]
+        decisions) as windows/<fid>.parquet, atomically; ``active`` lists the labels on, in label order."""
         pa, _ = _pa()
         probs = np.asarray(probs, dtype=np.float32).reshape(len(starts), len(labels))
+        on = np.asarray(on, dtype=bool).reshape(len(starts), len(labels))
+        active = [[labels[j] for j in np.flatnonzero(row)] for row in on]
         cols = [pa.array([source] * len(starts), pa.string()), pa.array(starts, pa.float64()), pa.array(ends, pa.float64())]
         cols += [pa.array(probs[:, j], pa.float32()) for j in range(len(labels))]
         cols.append(pa.array(active, pa.list_(pa.string())))
