@@ -31,7 +31,7 @@ from neuroear.training.train import TrainConfig, load_clips
 def real_val_windows(card_training: dict, real: list[str], *, n: int, seed: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """x [n, input samples], y [n, n_labels]: training's mix over real held-out clips only, framed
     as the model was trained (its card's front end: rate and context)."""
-    cfg = TrainConfig.from_dict({k: v for k, v in card_training.items() if k != "seconds"})
+    cfg = TrainConfig.from_dict(card_training)
     # training's own loading and split, over the real recordings alone
     _, val = load_clips(dataclasses.replace(cfg, real=tuple(real), rendered=()), cache)
     mix = dataclasses.replace(cfg.mix, real_fraction=1.0)

@@ -149,3 +149,63 @@ def test_a_checkpoint_without_attention_starts_an_attention_model_at_its_own_fun
     torch.save({"state_dict": new.state_dict(), "labels": list(cfg.labels), "cqt": new.cqt_cfg.to_dict(), "net": att.to_dict()}, str(tmp_path / "att.pt"))
     with pytest.raises(NeuroEarError, match="attention"):
         T._load_init(back, T.TrainConfig(labels=cfg.labels, net=net, init=str(tmp_path / "att.pt")))
+
+
+def _fine_tune_checkpoint(tmp_path, name, net, seed):  # noqa: ANN001, ANN202 (torch types, imported lazily)
+    """A piano/violin InstrumentNet with seeded random weights and BN statistics, saved as a
+    training checkpoint whose config says it was trained on ``seed``."""
+    import torch
+
+    from neuroear.training import train as T
+    from neuroear.training.model import InstrumentNet
+
+    torch.manual_seed(seed)
+    m = InstrumentNet(("piano", "violin"), net=net)
+    with torch.no_grad():
+        for t in m.state_dict().values():
+            if t.is_floating_point():
+                t.add_(torch.randn_like(t) * 0.1)
+    cfg = T.TrainConfig(labels=("piano", "violin"), net=net, seed=seed, val_windows=16)
+    T.save_checkpoint(T.TrainResult(m, {"piano": 0.5, "violin": 0.5}, {}, seconds=10.0 * seed), cfg, tmp_path / f"{name}.pt")
+    return m, tmp_path / f"{name}.pt"
+
+
+def test_a_soup_is_the_mean_of_its_ingredients_weights_calibrated_and_exportable(tmp_path) -> None:
+    import numpy as np
+    import pytest
+    import torch
+
+    from conftest import SR, tone
+    from neuroear.errors import NeuroEarError
+    from neuroear.metadata import read_card
+    from neuroear.training import data as D
+    from neuroear.training import soup as S
+    from neuroear.training import train as T
+    from neuroear.training.export import build_card, export, load_checkpoint
+    from neuroear.training.model import NetConfig
+
+    net = NetConfig(channels=(4, 8))
+    a, pa = _fine_tune_checkpoint(tmp_path, "a", net, 1)
+    b, pb = _fine_tune_checkpoint(tmp_path, "b", net, 2)
+    mean = S.average_state_dicts([a.state_dict(), b.state_dict()])
+    w = "cnn.head.weight"
+    assert torch.allclose(mean[w], (a.state_dict()[w] + b.state_dict()[w]) / 2)
+    assert not torch.allclose(mean[w], a.state_dict()[w])
+    bn = next(k for k in mean if k.endswith("running_var"))
+    assert torch.allclose(mean[bn], (a.state_dict()[bn] + b.state_dict()[bn]) / 2)  # BN statistics too
+
+    note = lambda f: np.round(np.tile(tone(f, 1.0), 3) * 0.5 * 32767).astype(np.int16)  # noqa: E731
+    pool = [D.Clip(note(220.0), "piano", "render", "p.flac"), D.Clip(note(660.0), "violin", "render", "v.flac")]
+    res = S.soup([pa, pb], tmp_path / "soup.pt", clips=(pool, pool), log=lambda s: None)
+    soup_net, ck = load_checkpoint(tmp_path / "soup.pt")
+    assert torch.allclose(soup_net.state_dict()[w], mean[w])
+    assert set(ck["thresholds"]) == {"piano", "violin"} and ck["val"]["windows"] == 16
+    assert [i["seed"] for i in ck["config"]["soup"]] == [1, 2] and res.seconds == 30.0
+    assert T.TrainConfig.from_dict(ck["config"]).seed == 1  # the card's record still rebuilds the recipe
+    export(soup_net, build_card(soup_net, ck, name="soup"), tmp_path / "soup.onnx")
+    assert [i["seed"] for i in read_card(tmp_path / "soup.onnx").training["soup"]] == [1, 2]
+
+    _, pc = _fine_tune_checkpoint(tmp_path, "c", NetConfig(channels=(4, 6)), 3)
+    with pytest.raises(NeuroEarError, match="net differ"):
+        S.soup([pa, pc], tmp_path / "bad.pt", clips=(pool, pool))
+    assert SR == 16000  # the clips above are at the default front end's rate

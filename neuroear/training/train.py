@@ -29,6 +29,7 @@ LABELS = (
     "piano", "saxophone", "trumpet", "violin", "voice",
 )  # fmt: skip
 OPTIMIZERS = ("sgd", "nesterov", "adagrad", "adadelta", "adam")
+CARD_NOTES = ("seconds", "soup")  # not settings: how long it took, which runs a soup averaged
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
+        for note in CARD_NOTES:  # a card's training record carries these beside the recipe
+            d.pop(note, None)
         d["labels"] = tuple(d.get("labels", LABELS))
         d["real"] = tuple(d.get("real", ()))
         d["rendered"] = tuple(d.get("rendered", ()))
@@ -281,15 +284,16 @@ def train(
     return result
 
 
-def save_checkpoint(result: TrainResult, cfg: TrainConfig, path: Path) -> None:
-    """Weights + everything needed to rebuild and export them (see ``export.load_checkpoint``)."""
+def save_checkpoint(result: TrainResult, cfg: TrainConfig, path: Path, *, extra: dict | None = None) -> None:
+    """Weights + everything needed to rebuild and export them (see ``export.load_checkpoint``);
+    ``extra`` (keys of ``CARD_NOTES``) goes into the config record the card will carry."""
     torch.save(
         {
             "state_dict": result.model.state_dict(),
             "labels": list(cfg.labels),
             "cqt": cfg.cqt.to_dict(),
             "net": cfg.net.to_dict(),
-            "config": cfg.to_dict(),
+            "config": {**cfg.to_dict(), **(extra or {})},
             "thresholds": result.thresholds,
             "val": result.val,
             "seconds": result.seconds,

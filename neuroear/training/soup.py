@@ -1,0 +1,88 @@
+"""Weight averaging of fine-tunes that share one start ("model soup", Wortsman et al. 2022).
+
+Fine-tunes of one checkpoint with different seeds land in one basin of the loss, so the mean of
+their weights is a model of the same shape and cost whose error is usually at or below the mean
+of theirs: a way to spend several seeds on one shipped file without picking the seed that scored
+best on a dev set. BatchNorm's running statistics are averaged like the weights (the ingredients
+saw the same data through the same start). The soup's thresholds are calibrated afresh, as
+training calibrates its own: on the validation split of the first ingredient's recipe (held-out
+renders and real-train files, mixed like training; never the dev set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuroear import evaluate as E
+from neuroear.errors import NeuroEarError
+from neuroear.training import data as D
+from neuroear.training.export import load_checkpoint
+from neuroear.training.train import TrainConfig, TrainResult, _predict, load_clips, save_checkpoint
+
+SAME = ("labels", "cqt", "net")  # what must match for weights to be averaged entry by entry
+
+
+def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The entry-wise mean of state dicts with the same keys and shapes; integer entries (BatchNorm's
+    step counters) are taken from the first. Raises NeuroEarError on any mismatch."""
+    if not states:
+        raise NeuroEarError("a soup needs at least one checkpoint")
+    keys = list(states[0])
+    out: dict[str, torch.Tensor] = {}
+    for i, s in enumerate(states[1:], start=2):
+        if list(s) != keys:
+            raise NeuroEarError(f"checkpoint {i} has other weights than checkpoint 1 ({sorted(set(s) ^ set(keys))[:3]}…)")
+    for k in keys:
+        ts = [s[k] for s in states]
+        if any(t.shape != ts[0].shape for t in ts):
+            raise NeuroEarError(f"{k}: shapes differ across checkpoints ({[tuple(t.shape) for t in ts]})")
+        out[k] = torch.stack([t.double() for t in ts]).mean(0).to(ts[0].dtype) if ts[0].is_floating_point() else ts[0].clone()
+    return out
+
+
+def soup(
+    checkpoints: Sequence[Path],
+    out: Path,
+    *,
+    cache: Path | None = None,
+    log: Callable[[str], None] = print,
+    clips: tuple[list[D.Clip], list[D.Clip]] | None = None,
+) -> TrainResult:
+    """Average ``checkpoints`` (same labels, front end and net; see module doc), calibrate the
+    mean's thresholds on the first recipe's validation windows and save it as a training
+    checkpoint at ``out`` (exportable with ``neuroear export``)."""
+    loaded = [load_checkpoint(Path(p)) for p in checkpoints]
+    first = loaded[0][1]
+    for p, (_, ck) in zip(checkpoints[1:], loaded[1:]):
+        for key in SAME:
+            if ck[key] != first[key]:
+                raise NeuroEarError(f"{p}: its {key} differ from {checkpoints[0]}'s; only fine-tunes of one model can be averaged")
+    model = loaded[0][0]
+    model.load_state_dict(average_state_dicts([net.state_dict() for net, _ in loaded]))
+    model.eval()
+    cfg = TrainConfig.from_dict(first["config"])
+    _, val_clips = clips if clips is not None else load_clips(cfg, cache)
+    framing_kw = {"rate": cfg.cqt.sample_rate, "context": cfg.cqt.context_seconds}
+    val_x, val_y = D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False, **framing_kw).batch(cfg.val_windows)
+    probs = _predict(model, val_x)
+    thresholds = E.calibrate(val_y, probs, cfg.labels)
+    thr = np.array([thresholds[lab] for lab in cfg.labels])
+    val = {
+        "data": "validation split of the first ingredient's recipe: held-out rendered clips + held-out real-train files, augmented and mixed like training",
+        "windows": int(len(val_x)),
+        "at_0.5": E.to_dict(E.report(val_y, probs >= 0.5, cfg.labels)),
+        "calibrated": E.to_dict(E.report(val_y, probs >= thr, cfg.labels)),
+    }
+    log(f"soup of {len(loaded)}: validation macro F1 {E.row(E.report(val_y, probs >= thr, cfg.labels), 'macro').f1:.3f} (calibrated thresholds)")
+    ingredients = [{"checkpoint": str(p), "seed": ck["config"].get("seed"), "seconds": round(float(ck.get("seconds", 0.0)), 1)} for p, (_, ck) in zip(checkpoints, loaded)]
+    result = TrainResult(model, thresholds, val, [], sum(i["seconds"] for i in ingredients), out.parent)
+    # the card's training record: the first recipe, with the ingredients that were averaged
+    save_checkpoint(result, cfg, out, extra={"soup": ingredients})
+    return result
+
+
+__all__ = ["average_state_dicts", "soup"]
