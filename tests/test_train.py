@@ -206,6 +206,6 @@ def test_a_soup_is_the_mean_of_its_ingredients_weights_calibrated_and_exportable
     assert [i["seed"] for i in read_card(tmp_path / "soup.onnx").training["soup"]] == [1, 2]
 
     _, pc = _fine_tune_checkpoint(tmp_path, "c", NetConfig(channels=(4, 6)), 3)
-    with pytest.raises(NeuroEarError, match="net differ"):
+    with pytest.raises(NeuroEarError, match="shapes differ"):
         S.soup([pa, pc], tmp_path / "bad.pt", clips=(pool, pool))
     assert SR == 16000  # the clips above are at the default front end's rate

@@ -23,8 +23,6 @@ from neuroear.training import data as D
 from neuroear.training.export import load_checkpoint
 from neuroear.training.train import TrainConfig, TrainResult, _predict, load_clips, save_checkpoint
 
-SAME = ("labels", "cqt", "net")  # what must match for weights to be averaged entry by entry
-
 
 def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The entry-wise mean of state dicts with the same keys and shapes; integer entries (BatchNorm's
@@ -56,13 +54,16 @@ def soup(
     mean's thresholds on the first recipe's validation windows and save it as a training
     checkpoint at ``out`` (exportable with ``neuroear export``)."""
     loaded = [load_checkpoint(Path(p)) for p in checkpoints]
-    first = loaded[0][1]
-    for p, (_, ck) in zip(checkpoints[1:], loaded[1:]):
-        for key in SAME:
-            if ck[key] != first[key]:
-                raise NeuroEarError(f"{p}: its {key} differ from {checkpoints[0]}'s; only fine-tunes of one model can be averaged")
-    model = loaded[0][0]
-    model.load_state_dict(average_state_dicts([net.state_dict() for net, _ in loaded]))
+    model, first = loaded[0]
+    for p, (net, _) in zip(checkpoints[1:], loaded[1:]):
+        for what, a, b in (("labels", net.labels, model.labels), ("front end", net.cqt_cfg, model.cqt_cfg)):
+            if a != b:
+                raise NeuroEarError(f"{p}: its {what} differ from {checkpoints[0]}'s; only fine-tunes of one model can be averaged")
+    try:  # the net's shape: the same weights, entry by entry (dropout and other training-only settings may differ)
+        mean = average_state_dicts([net.state_dict() for net, _ in loaded])
+    except NeuroEarError as exc:
+        raise NeuroEarError(f"{exc}; only fine-tunes of one model can be averaged") from None
+    model.load_state_dict(mean)
     model.eval()
     cfg = TrainConfig.from_dict(first["config"])
     _, val_clips = clips if clips is not None else load_clips(cfg, cache)
