@@ -273,3 +273,31 @@ def test_context_windows_label_only_their_latest_second() -> None:
     # windows whose past reaches into the silence (or before the clip) carry zeros there
     assert all(np.abs(w[-SR:]).max() > 0.01 for w in x[violin])
     assert any(np.abs(w[: SR // 2]).max() == 0.0 for w in x[violin])
+
+
+@pytest.mark.parametrize("chain_p", [0.0, 1.0])
+def test_note_chains_play_notes_of_one_source_one_after_another(chain_p: float) -> None:
+    # source A: a 220 Hz and a 530 Hz note, 2 s each; source B: one 370 Hz note (nothing to chain with);
+    # no pitch a harmonic of another, as the occasional distortion of augmentation adds harmonics
+    def note(f: float) -> np.ndarray:
+        return np.round(tone(f, 2.0) * 32767).astype(np.int16)
+
+    pool = [D.Clip(note(220.0), "piano", "real", "a1.flac", source="A"), D.Clip(note(530.0), "piano", "real", "a2.flac", source="A")]
+    pool.append(D.Clip(note(370.0), "piano", "real", "b.flac", source="B"))
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0, note_chain_p=chain_p)
+    s = D.Sampler(pool, ("piano",), cfg=cfg, seed=3)
+    both, with_b = 0, 0
+    for _ in range(200):
+        x, y = s.one()
+        assert y[0] == 1.0
+        spec = np.abs(np.fft.rfft(x))
+        at = {f: spec[int(f)] > 0.25 * spec.max() for f in (220, 370, 530)}  # 1 s windows: 1 Hz bins
+        both += at[220] and at[530]
+        with_b += at[370] and (at[220] or at[530])
+    assert with_b == 0  # a chain never leaves its source
+    if chain_p:
+        assert both > 40  # one window moves from one note of A to the other
+    else:
+        assert both == 0
+    with pytest.raises(NeuroEarError, match="note_chain_p"):
+        D.Sampler(pool, ("piano",), cfg=D.MixConfig(note_chain_p=1.5))

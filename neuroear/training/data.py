@@ -32,6 +32,9 @@ FRAMES_PER_SECOND = 100  # activity and level frames: 10 ms at any training rate
 HISTORY_SECONDS = 0.5  # s of audio augmented before each window, so reverb tails come from real history
 CONTEXT_CUT_P = 0.15  # chance a context model's past is cut short (a stream that just started: zeros before)
 MIN_ACTIVE_SECONDS = 0.15  # s of sounding notes a window needs to carry a rendered label
+NOTE_MAX_SECONDS = 8.0  # a real clip this short is one note (or one chord) that a note chain may extend
+NOTE_SECONDS = (0.12, 0.7)  # a chained note's length before the next begins: s, uniform
+RELEASE_SECONDS = (0.03, 0.3)  # its fade after the next note begins (legato overlap): s, uniform
 REAL_QUIET_DB = 35.0  # dB below a real clip's loudest window: quieter windows carry no label
 PARTNER_DB = (-8.0, 3.0)  # dB: a labelled mixture partner's level relative to the lead (MixConfig.partner_db's default)
 NEGATIVE_LABEL = "other"  # real-train folder of real instruments outside the label set: windows that must fire nothing
@@ -278,6 +281,11 @@ class MixConfig:
     # kinds; None: ``real_fraction``, as for the lead. Real ensembles are real over real: a
     # real-plus-render mixture lets a net tell its stems apart by how rendered they sound.
     partner_real_p: float | None = None
+    # The chance a drawn real note (a clip of at most NOTE_MAX_SECONDS) becomes a run of notes of
+    # the same source played one after another: most real clarinet, flute, saxophone, trumpet and
+    # cello audio is single notes (Philharmonia), while performances are phrases, so a net never
+    # hears those timbres change note, overlap a release or move through a register in a window.
+    note_chain_p: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "MixConfig":
@@ -351,6 +359,14 @@ class Sampler:
                 f"background_db {cfg.background_db!r}: need {-cfg.partner_db[0]:g} < lo <= hi dB below the lead "
                 f"(labelled partners go down to {-cfg.partner_db[0]:g})"
             )
+        if not 0.0 <= cfg.note_chain_p <= 1.0:
+            raise NeuroEarError(f"note_chain_p {cfg.note_chain_p!r}: need a probability in [0, 1]")
+        # real notes by (label, source): what a chain continues with (sources of a single note cannot chain)
+        self.notes: dict[tuple[str, str], list[Clip]] = {}
+        for (kind, lab), pool in self.pools.items():
+            for c in pool:
+                if kind == "real" and c.audio.size <= NOTE_MAX_SECONDS * rate:
+                    self.notes.setdefault((lab, c.source or c.name), []).append(c)
         if cfg.partner_real_p is not None and not 0.0 <= cfg.partner_real_p <= 1.0:
             raise NeuroEarError(f"partner_real_p {cfg.partner_real_p!r}: need a probability in [0, 1] (or null: real_fraction)")
         if cfg.clip_weighting not in CLIP_WEIGHTINGS:
@@ -384,8 +400,14 @@ class Sampler:
             clip = pool[self.rng.integers(len(pool))]
         else:
             clip = pool[min(int(np.searchsorted(cdf, self.rng.random(), side="right")), len(pool) - 1)]
-        # windows may start a little before the clip, so onsets after silence are seen too
         win = self.win
+        chain = self.notes.get((label, clip.source or clip.name), ()) if kind == "real" and self.cfg.note_chain_p > 0 else ()
+        if len(chain) > 1 and clip.audio.size <= NOTE_MAX_SECONDS * self.rate and self.rng.random() < self.cfg.note_chain_p:
+            seg = self._note_chain(clip, chain, self.history + self.context + win)
+            if not augment:
+                return seg, True
+            return self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=0.05, rate=self.rate), True
+        # windows may start a little before the clip, so onsets after silence are seen too
         lo, hi = -win // 3, max(-win // 3 + 1, clip.audio.size - (2 * win) // 3)
         for _ in range(4):  # prefer sounding windows
             start = int(self.rng.integers(lo, hi))
@@ -399,6 +421,28 @@ class Sampler:
         distort = self.cfg.guitar_distort_p if label == "guitar" else 0.05
         seg = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort, rate=self.rate)
         return seg, on
+
+    def _note_chain(self, first: Clip, notes: Sequence[Clip], length: int) -> np.ndarray:
+        """float32 [length]: notes of one source back to back from ``first`` on, each from its onset
+        for NOTE_SECONDS, overlapping the next by a RELEASE_SECONDS fade, levels within ±4 dB."""
+        rate, out = self.rate, np.zeros(length, dtype=np.float32)
+        pos = -int(self.rng.uniform(0.0, NOTE_SECONDS[1]) * rate)  # the first note may have begun before
+        clip = first
+        while pos < length:
+            f = frame_samples(rate)
+            loud = clip.level_db > (clip.level_db.max() - 20.0) if clip.level_db.size else np.ones(1, bool)
+            onset = max(0, int(np.argmax(loud)) * f - int(0.02 * rate))
+            hold = int(self.rng.uniform(*NOTE_SECONDS) * rate)
+            rel = int(self.rng.uniform(*RELEASE_SECONDS) * rate)
+            seg = crop(clip, onset, hold + rel)
+            seg[hold:] *= np.linspace(1.0, 0.0, rel, dtype=np.float32)
+            seg *= 0.1 / (_rms(seg[:hold]) + 1e-9) * 10 ** (self.rng.uniform(-4.0, 4.0) / 20)
+            a, b = max(0, pos), min(length, pos + seg.size)
+            if b > a:
+                out[a:b] += seg[a - pos : b - pos]
+            pos += hold
+            clip = notes[self.rng.integers(len(notes))]
+        return out
 
     def one(self) -> tuple[np.ndarray, np.ndarray]:
         """One model input [context + window] and the window's multi-hot label vector [n_labels]."""
