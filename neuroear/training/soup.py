@@ -14,14 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from neuroear import evaluate as E
 from neuroear.errors import NeuroEarError
 from neuroear.training import data as D
 from neuroear.training.export import load_checkpoint
-from neuroear.training.train import TrainConfig, TrainResult, _predict, load_clips, save_checkpoint
+from neuroear.training.train import VALIDATION_DATA, TrainConfig, TrainResult, calibrate, load_clips, save_checkpoint, validation_windows
 
 
 def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -67,18 +65,9 @@ def soup(
     model.eval()
     cfg = TrainConfig.from_dict(first["config"])
     _, val_clips = clips if clips is not None else load_clips(cfg, cache)
-    framing_kw = {"rate": cfg.cqt.sample_rate, "context": cfg.cqt.context_seconds}
-    val_x, val_y = D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False, **framing_kw).batch(cfg.val_windows)
-    probs = _predict(model, val_x)
-    thresholds = E.calibrate(val_y, probs, cfg.labels)
-    thr = np.array([thresholds[lab] for lab in cfg.labels])
-    val = {
-        "data": "validation split of the first ingredient's recipe: held-out rendered clips + held-out real-train files, augmented and mixed like training",
-        "windows": int(len(val_x)),
-        "at_0.5": E.to_dict(E.report(val_y, probs >= 0.5, cfg.labels)),
-        "calibrated": E.to_dict(E.report(val_y, probs >= thr, cfg.labels)),
-    }
-    log(f"soup of {len(loaded)}: validation macro F1 {E.row(E.report(val_y, probs >= thr, cfg.labels), 'macro').f1:.3f} (calibrated thresholds)")
+    val_x, val_y = validation_windows(cfg, val_clips)
+    thresholds, val = calibrate(model, val_x, val_y, cfg.labels, data=f"{VALIDATION_DATA}; the first ingredient's recipe")
+    log(f"soup of {len(loaded)}: validation macro F1 {val['calibrated']['macro']['f1']:.3f} (calibrated thresholds)")
     ingredients = [{"checkpoint": str(p), "seed": ck["config"].get("seed"), "seconds": round(float(ck.get("seconds", 0.0)), 1)} for p, (_, ck) in zip(checkpoints, loaded)]
     result = TrainResult(model, thresholds, val, [], sum(i["seconds"] for i in ingredients), out.parent)
     # the card's training record: the first recipe, with the ingredients that were averaged

@@ -29,6 +29,7 @@ LABELS = (
     "piano", "saxophone", "trumpet", "violin", "voice",
 )  # fmt: skip
 OPTIMIZERS = ("sgd", "nesterov", "adagrad", "adadelta", "adam")
+VALIDATION_DATA = "validation split: held-out rendered clips + held-out real-train files, augmented and mixed like training"
 CARD_NOTES = ("seconds", "soup")  # not settings: how long it took, which runs a soup averaged
 
 
@@ -228,7 +229,7 @@ def train(
     )
     framing_kw = {"rate": cfg.cqt.sample_rate, "context": cfg.cqt.context_seconds}
     sampler = D.Sampler(train_clips, cfg.labels, cfg=cfg.mix, seed=cfg.seed, **framing_kw)
-    val_x, val_y = D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False, **framing_kw).batch(cfg.val_windows)
+    val_x, val_y = validation_windows(cfg, val_clips)
 
     model = InstrumentNet(cfg.labels, cfg.cqt, cfg.net)
     if cfg.init:
@@ -269,19 +270,35 @@ def train(
             if out_dir:
                 with (out_dir / "history.jsonl").open("a") as fh:
                     fh.write(json.dumps(rec) + "\n")
-    probs = _predict(ema, val_x)
-    thresholds = E.calibrate(val_y, probs, cfg.labels)
-    thr = np.array([thresholds[lab] for lab in cfg.labels])
-    val = {
-        "data": "validation split: held-out rendered clips + held-out real-train files, augmented and mixed like training",
-        "windows": int(len(val_x)),
-        "at_0.5": E.to_dict(E.report(val_y, probs >= 0.5, cfg.labels)),
-        "calibrated": E.to_dict(E.report(val_y, probs >= thr, cfg.labels)),
-    }
+    thresholds, val = calibrate(ema, val_x, val_y, cfg.labels)
     result = TrainResult(ema.eval(), thresholds, val, history, time.time() - t0, out_dir)
     if out_dir:
         save_checkpoint(result, cfg, out_dir / "checkpoint.pt")
     return result
+
+
+def validation_windows(cfg: TrainConfig, val_clips: list[D.Clip]) -> tuple[np.ndarray, np.ndarray]:
+    """A recipe's validation windows x [val_windows, input samples], y [val_windows, n_labels]:
+    its mix over the held-out clips, with a seed of its own (the same windows every time)."""
+    framing_kw = {"rate": cfg.cqt.sample_rate, "context": cfg.cqt.context_seconds}
+    return D.Sampler(val_clips, cfg.labels, cfg=cfg.mix, seed=10_000 + cfg.seed, strict=False, **framing_kw).batch(cfg.val_windows)
+
+
+def calibrate(
+    model: InstrumentNet, val_x: np.ndarray, val_y: np.ndarray, labels: tuple[str, ...], *, data: str = VALIDATION_DATA
+) -> tuple[dict[str, float], dict]:
+    """Per-label F1-best thresholds of ``model`` on validation windows, and the validation record
+    a checkpoint keeps (scores at 0.5 and at those thresholds)."""
+    probs = _predict(model, val_x)
+    thresholds = E.calibrate(val_y, probs, labels)
+    thr = np.array([thresholds[lab] for lab in labels])
+    val = {
+        "data": data,
+        "windows": int(len(val_x)),
+        "at_0.5": E.to_dict(E.report(val_y, probs >= 0.5, labels)),
+        "calibrated": E.to_dict(E.report(val_y, probs >= thr, labels)),
+    }
+    return thresholds, val
 
 
 def save_checkpoint(result: TrainResult, cfg: TrainConfig, path: Path, *, extra: dict | None = None) -> None:
