@@ -209,3 +209,21 @@ def test_time_interleaved_alternates_call_by_call() -> None:
     assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
     assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3}
     assert all(ms >= 0 for t in times.values() for ms in t)
+
+
+def test_top_k_exact_scores_the_ranking_alone() -> None:
+    """benchmarks/mixtures.py: told how many instruments a window holds, are the most probable the true ones?"""
+    spec = importlib.util.spec_from_file_location("bench_mixtures", ROOT / "benchmarks" / "mixtures.py")
+    mix = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(mix)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import numpy as np
+
+    labels = ("flute", "piano", "violin")
+    probs = np.array([[0.9, 0.2, 0.1], [0.05, 0.3, 0.2], [0.4, 0.1, 0.3], [0.9, 0.9, 0.9]])
+    truth = [["flute"], ["piano", "violin"], ["flute", "piano"], []]  # right, right (however low), wrong, no truth
+    assert mix.top_k_exact(labels, probs, truth) == pytest.approx(2 / 3, abs=1e-4)  # rounded to 4 places, as reported
+    assert mix.top_k_exact(labels, probs, [[], [], [], []]) is None
