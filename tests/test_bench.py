@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = "per_hop,throughput,analyze,profile,optim,live,startup,memory"
 
 
+def _bench_module(name: str):  # noqa: ANN202 (a module)
+    """benchmarks/<name>.py loaded as a module, with benchmarks/ importable while it loads (its sibling imports)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return mod
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="neuroear")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -55,7 +67,7 @@ def test_register_and_argv() -> None:
 
 
 def test_long_seconds_given_wins_over_quick() -> None:
-    run = _runner()
+    run = _bench_module("run")
     assert run.sizes(True)["mem_long_s"] == 20.0 and run.sizes(False)["mem_long_s"] == 3600.0
     assert run.sizes(True, 12.0)["mem_long_s"] == 12.0  # was ignored under --quick
     assert run.sizes(False, 90.0)["mem_long_s"] == 90.0
@@ -131,9 +143,7 @@ def test_quick_compare_with_seed_style(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not _has("torch"), reason="needs torch")
 def test_seed_cnn_shape() -> None:
-    spec = importlib.util.spec_from_file_location("bench_seed", ROOT / "benchmarks" / "seed.py")
-    seed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seed)
+    seed = _bench_module("seed")
     import torch
 
     net = seed.build_seed_cnn()
@@ -149,9 +159,7 @@ def test_seed_cnn_shape() -> None:
 @pytest.mark.skipif(not _has("torch", "nnAudio"), reason="needs the 'train' extra (torch, nnAudio)")
 def test_gemm_decimation_matches_nnaudio() -> None:
     """The experiment in benchmarks/frontend_gemm.py computes nnAudio's decimation exactly (any length)."""
-    spec = importlib.util.spec_from_file_location("bench_frontend_gemm", ROOT / "benchmarks" / "frontend_gemm.py")
-    fg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fg)
+    fg = _bench_module("frontend_gemm")
     import torch
     from nnAudio.utils import downsampling_by_2
 
@@ -164,13 +172,6 @@ def test_gemm_decimation_matches_nnaudio() -> None:
         assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
 
 
-def _runner():
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
-    return run
-
-
 def _result(sections: dict, errors: dict | None = None) -> dict:
     machine = {"date_utc": "2026-01-01T00:00:00Z", "cpu_model": "cpu", "usable_cpus": 2, "versions": {}, "ort_available_providers": ["CPUExecutionProvider"],
                "git_commit": "0" * 40, "git_dirty": False, "loadavg_start": 0.0, "cuda": "none"}
@@ -178,7 +179,7 @@ def _result(sections: dict, errors: dict | None = None) -> dict:
 
 
 def test_seed_comparison_says_why_it_is_not_measured() -> None:
-    run = _runner()
+    run = _bench_module("run")
     why = "needs the 'bench' and 'train' extras (librosa not installed: pip install -e '.[train,bench]')"
     r = _result({"compare": {"skipped": why}})
     r["targets"] = run.check_targets(r)
@@ -191,7 +192,7 @@ def test_seed_comparison_says_why_it_is_not_measured() -> None:
 
 
 def test_memory_header_uses_the_durations_measured() -> None:
-    run = _runner()
+    run = _bench_module("run")
     mem = {"seconds": {"short": 60.0, "mid": 600.0, "long": 5400.0},
            **{c: {k: {"peak_rss_mb": 50.0} for k in ("short", "mid", "long")} for c in ("analyze", "listen")}}
     md = run.markdown(_result({"memory": mem}))
@@ -201,9 +202,7 @@ def test_memory_header_uses_the_durations_measured() -> None:
 
 def test_time_interleaved_alternates_call_by_call() -> None:
     # the latency scripts' ratios are only fair if the callables alternate after the warm-up
-    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "benchmarks" / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    common = _bench_module("common")
     order: list[str] = []
     times = common.time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=2)
     assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
@@ -213,13 +212,7 @@ def test_time_interleaved_alternates_call_by_call() -> None:
 
 def test_top_k_exact_scores_the_ranking_alone() -> None:
     """benchmarks/mixtures.py: told how many instruments a window holds, are the most probable the true ones?"""
-    spec = importlib.util.spec_from_file_location("bench_mixtures", ROOT / "benchmarks" / "mixtures.py")
-    mix = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec.loader.exec_module(mix)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    mix = _bench_module("mixtures")
     import numpy as np
 
     labels = ("flute", "piano", "violin")
