@@ -361,11 +361,12 @@ class Sampler:
             )
         if not 0.0 <= cfg.note_chain_p <= 1.0:
             raise NeuroEarError(f"note_chain_p {cfg.note_chain_p!r}: need a probability in [0, 1]")
-        # real notes by (label, source): what a chain continues with (sources of a single note cannot chain)
+        # real notes by (label, source): what a chain continues with (sources of a single note cannot
+        # chain); empty when chains are off, so nothing chains and nothing is drawn for them
         self.notes: dict[tuple[str, str], list[Clip]] = {}
-        for (kind, lab), pool in self.pools.items():
+        for (kind, lab), pool in self.pools.items() if cfg.note_chain_p > 0 else ():
             for c in pool:
-                if kind == "real" and c.audio.size <= NOTE_MAX_SECONDS * rate:
+                if kind == "real" and self._is_note(c):
                     self.notes.setdefault((lab, c.source or c.name), []).append(c)
         if cfg.partner_real_p is not None and not 0.0 <= cfg.partner_real_p <= 1.0:
             raise NeuroEarError(f"partner_real_p {cfg.partner_real_p!r}: need a probability in [0, 1] (or null: real_fraction)")
@@ -401,8 +402,8 @@ class Sampler:
         else:
             clip = pool[min(int(np.searchsorted(cdf, self.rng.random(), side="right")), len(pool) - 1)]
         win = self.win
-        chain = self.notes.get((label, clip.source or clip.name), ()) if kind == "real" and self.cfg.note_chain_p > 0 else ()
-        if len(chain) > 1 and clip.audio.size <= NOTE_MAX_SECONDS * self.rate and self.rng.random() < self.cfg.note_chain_p:
+        chain = self.notes.get((label, clip.source or clip.name), ()) if kind == "real" else ()
+        if len(chain) > 1 and self._is_note(clip) and self.rng.random() < self.cfg.note_chain_p:
             seg = self._note_chain(clip, chain, self.history + self.context + win)
             if not augment:
                 return seg, True
@@ -422,14 +423,18 @@ class Sampler:
         seg = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort, rate=self.rate)
         return seg, on
 
+    def _is_note(self, clip: Clip) -> bool:
+        """Whether a clip is short enough to be one note (or chord) that a note chain may extend."""
+        return clip.audio.size <= NOTE_MAX_SECONDS * self.rate
+
     def _note_chain(self, first: Clip, notes: Sequence[Clip], length: int) -> np.ndarray:
         """float32 [length]: notes of one source back to back from ``first`` on, each from its onset
         for NOTE_SECONDS, overlapping the next by a RELEASE_SECONDS fade, levels within ±4 dB."""
         rate, out = self.rate, np.zeros(length, dtype=np.float32)
+        f = frame_samples(rate)
         pos = -int(self.rng.uniform(0.0, NOTE_SECONDS[1]) * rate)  # the first note may have begun before
         clip = first
         while pos < length:
-            f = frame_samples(rate)
             loud = clip.level_db > (clip.level_db.max() - 20.0) if clip.level_db.size else np.ones(1, bool)
             onset = max(0, int(np.argmax(loud)) * f - int(0.02 * rate))
             hold = int(self.rng.uniform(*NOTE_SECONDS) * rate)
