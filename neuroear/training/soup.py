@@ -62,7 +62,6 @@ def soup(
     except NeuroEarError as exc:
         raise NeuroEarError(f"{exc}; only fine-tunes of one model can be averaged") from None
     model.load_state_dict(mean)
-    model.eval()
     cfg = TrainConfig.from_dict(first["config"])
     _, val_clips = clips if clips is not None else load_clips(cfg, cache)
     val_x, val_y = validation_windows(cfg, val_clips)
