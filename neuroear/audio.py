@@ -21,6 +21,7 @@ from neuroear.resample import Resampler
 
 SILENCE_DBFS = -45.0  # dBFS: windows quieter than this are reported apart by `evaluate`
 DECODE_BLOCK_SECONDS = 30.0  # s: files are decoded in blocks of this length so memory stays flat
+MAX_RATE = 768_000  # Hz: the highest rate converters record at; a header claiming more is damaged
 
 # files a folder is searched for: libsndfile's formats, then what FFmpeg (PyAV, ``avdecode``) adds
 AUDIO_EXTENSIONS = (
@@ -210,13 +211,13 @@ class AudioFile:
         except Exception as exc:
             self._av = _open_fallback(p, exc)
             self.rate, self.channels, self.frames = self._av.rate, self._av.channels, self._av.frames
-            return
-        self.rate = int(self._file.samplerate)
-        self.channels = int(self._file.channels)
-        if self.rate <= 0:
-            self._file.close()
-            raise NeuroEarError(f"{p}: invalid sample rate {self.rate}")
-        self.frames = int(self._file.frames) if self._file.seekable() else 0
+        else:
+            self.rate = int(self._file.samplerate)
+            self.channels = int(self._file.channels)
+            self.frames = int(self._file.frames) if self._file.seekable() else 0
+        if not 0 < self.rate <= MAX_RATE:  # a damaged header: resampling from 1.4 GHz would run for hours
+            self.close()
+            raise NeuroEarError(f"{p}: implausible sample rate {self.rate} Hz (damaged header?); audio files run at {MAX_RATE} Hz or less")
 
     def blocks(self, block: int) -> Iterator[np.ndarray]:
         """Raw blocks of ``block`` frames (see the class docstring)."""

@@ -59,11 +59,11 @@ class AVFile:
             raise Undecodable(path, f"no audio stream: the file holds {kinds}")
         self._s = streams[0]
         cc = self._s.codec_context
+        if cc is None:  # FFmpeg saw an audio stream but knows no decoder for its codec (a damaged format tag)
+            self._c.close()
+            raise Undecodable(path, "no decoder for its audio codec (a damaged or unknown format tag?)")
         self.rate = int(cc.sample_rate or 0)
         self.channels = int(getattr(cc, "channels", 0) or cc.layout.nb_channels or 1)
-        if self.rate <= 0:
-            self._c.close()
-            raise NeuroEarError(f"{path}: invalid sample rate {self.rate}")
         seconds = 0.0
         if self._s.duration is not None and self._s.time_base is not None:
             seconds = float(self._s.duration * self._s.time_base)

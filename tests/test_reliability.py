@@ -416,6 +416,25 @@ def test_damaged_files_decode_or_fail_with_one_clear_error(valid_files, which, c
         d.rmdir()
 
 
+@pytest.mark.parametrize(
+    "offset, byte, why",
+    [
+        (20, 0x00, "cannot decode audio"),  # format tag 0: libsndfile refuses, FFmpeg has a stream but no decoder
+        (21, 0x55, "cannot decode audio"),  # an unknown format tag
+        (27, 0x55, "implausible sample rate"),  # 1.4 GHz: resampling it to 24 kHz would run for hours
+    ],
+)
+def test_damaged_wav_header_fields_fail_fast_with_one_clear_error(valid_files, tmp_path, offset, byte, why):
+    """Header damage the fuzz test above found: each used to escape as an AttributeError or to hang."""
+    data = bytearray(valid_files["WAV-PCM_16"])
+    data[offset] = byte
+    f = tmp_path / "x.wav"
+    f.write_bytes(bytes(data))
+    with pytest.raises(NeuroEarError) as exc:
+        audio.load(f, sample_rate=framing.SAMPLE_RATE)
+    assert str(exc.value).startswith(f"{f}: ") and why in str(exc.value) and "\n" not in str(exc.value)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rate=st.sampled_from([8000, 11025, 16000, 22050, 44100, 48000, 96000]),
