@@ -301,3 +301,16 @@ def test_note_chains_play_notes_of_one_source_one_after_another(chain_p: float) 
         assert both == 0
     with pytest.raises(NeuroEarError, match="note_chain_p"):
         D.Sampler(pool, ("piano",), cfg=D.MixConfig(note_chain_p=1.5))
+
+
+@pytest.mark.parametrize("distort_p", [0.0, 1.0])
+def test_chained_guitar_notes_get_the_guitar_distortion(distort_p: float) -> None:
+    # the real dev set's guitar is distorted: a chain of clean real notes must be distorted as often as one note
+    notes = [D.Clip(np.round(tone(f, 2.0) * 32767).astype(np.int16), "guitar", "real", f"{f}.flac", source="A") for f in (220.0, 247.0)]
+    cfg = D.MixConfig(mix_p=0.0, negative_p=0.0, augment_strength=0.0, note_chain_p=1.0, guitar_distort_p=distort_p, augment_library="numpy")
+    s = D.Sampler(notes, ("guitar",), cfg=cfg, seed=5)
+    distorted = 0
+    for _ in range(60):
+        spec = np.abs(np.fft.rfft(s.one()[0]))
+        distorted += spec[660] + spec[741] > 0.02 * spec.max()  # tanh clipping adds odd harmonics
+    assert (distorted >= 50) if distort_p else (distorted <= 5)

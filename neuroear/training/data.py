@@ -401,25 +401,22 @@ class Sampler:
             clip = pool[self.rng.integers(len(pool))]
         else:
             clip = pool[min(int(np.searchsorted(cdf, self.rng.random(), side="right")), len(pool) - 1)]
-        win = self.win
+        win, before = self.win, self.history + self.context
         chain = self.notes.get((label, clip.source or clip.name), ()) if kind == "real" else ()
         if len(chain) > 1 and self._is_note(clip) and self.rng.random() < self.cfg.note_chain_p:
-            seg = self._note_chain(clip, chain, self.history + self.context + win)
-            if not augment:
-                return seg, True
-            return self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=0.05, rate=self.rate), True
-        # windows may start a little before the clip, so onsets after silence are seen too
-        lo, hi = -win // 3, max(-win // 3 + 1, clip.audio.size - (2 * win) // 3)
-        for _ in range(4):  # prefer sounding windows
-            start = int(self.rng.integers(lo, hi))
-            on = window_labels(clip, start, win)
-            if on:
-                break
-        before = self.history + self.context
-        seg = crop(clip, start - before, before + win)
+            seg, on = self._note_chain(clip, chain, before + win), True
+        else:
+            # windows may start a little before the clip, so onsets after silence are seen too
+            lo, hi = -win // 3, max(-win // 3 + 1, clip.audio.size - (2 * win) // 3)
+            for _ in range(4):  # prefer sounding windows
+                start = int(self.rng.integers(lo, hi))
+                on = window_labels(clip, start, win)
+                if on:
+                    break
+            seg = crop(clip, start - before, before + win)
         if not augment:
             return seg, on
-        distort = self.cfg.guitar_distort_p if label == "guitar" else 0.05
+        distort = self.cfg.guitar_distort_p if label == "guitar" else 0.05  # chained guitar notes too
         seg = self.augment(seg, self.rng, strength=self.cfg.augment_strength * 0.6, distort_p=distort, rate=self.rate)
         return seg, on
 
