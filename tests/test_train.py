@@ -13,6 +13,7 @@ pytestmark = needs_torch
 def test_config_survives_a_json_round_trip() -> None:
     from neuroear.training import data as D
     from neuroear.training import train as T
+    from neuroear.training.losses import LossConfig
     from neuroear.training.model import NetConfig
 
     cfg = replace(
@@ -22,10 +23,45 @@ def test_config_survives_a_json_round_trip() -> None:
         net=NetConfig(channels=(24, 48, 96, 128)),
         mix=D.MixConfig(clip_weighting="sqrt_duration", background_p=0.3, background_db=(10.0, 30.0)),
         init="runs/base/checkpoint.pt",
+        loss=LossConfig(kind="asl", gamma_neg=2.0),
     )
     back = T.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg  # tuples, not JSON's lists, so `--init` and recipes compare equal
     assert back.mix.background_db == (10.0, 30.0) and back.net.channels == (24, 48, 96, 128)
+
+
+def test_the_asymmetric_loss_is_bce_when_its_knobs_are_off_and_spares_easy_negatives() -> None:
+    import pytest
+    import torch
+
+    from neuroear.errors import NeuroEarError
+    from neuroear.training.losses import LossConfig, asymmetric_loss, loss_function
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = 3 * torch.randn(64, 13, generator=g), (torch.rand(64, 13, generator=g) < 0.15).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+    plain = asymmetric_loss(logits, y, LossConfig(kind="asl", gamma_neg=0.0, gamma_pos=0.0, clip=0.0))
+    assert torch.allclose(plain, bce, atol=1e-6)
+    assert loss_function(LossConfig())(logits, y) == bce  # the default stays plain BCE
+    asl = LossConfig(kind="asl")  # gamma_neg 4, clip 0.05
+    easy, confident = torch.tensor([[-6.0]]), torch.tensor([[3.0]])  # an absent label at p 0.002 and at p 0.95
+    assert asymmetric_loss(easy, torch.zeros(1, 1), asl) == 0.0  # below the clip: no cost at all
+    assert asymmetric_loss(confident, torch.zeros(1, 1), asl) > 0.5 * torch.nn.functional.binary_cross_entropy_with_logits(confident, torch.zeros(1, 1))
+    missed = torch.tensor([[-2.0]])  # a present label at p 0.12 costs what BCE charges (gamma_pos 0)
+    assert torch.allclose(asymmetric_loss(missed, torch.ones(1, 1), asl), torch.nn.functional.binary_cross_entropy_with_logits(missed, torch.ones(1, 1)))
+    # a window of one present and twelve absent labels: the positive's share of the gradient grows
+    z = torch.full((1, 13), -1.0, requires_grad=True)
+    t = torch.zeros(1, 13)
+    t[0, 0] = 1.0
+    shares = []
+    for fn in (loss_function(LossConfig()), loss_function(asl)):
+        (grad,) = torch.autograd.grad(fn(z, t), z)
+        shares.append(float(grad[0, 0].abs() / grad.abs().sum()))
+    assert shares[1] > 2 * shares[0]
+    with pytest.raises(NeuroEarError, match="unknown loss"):
+        LossConfig(kind="focal")
+    with pytest.raises(NeuroEarError, match="clip"):
+        LossConfig(kind="asl", clip=1.0)
 
 
 def _old_checkpoint(tmp_path, net):  # noqa: ANN001, ANN202 (torch types, imported lazily)

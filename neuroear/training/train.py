@@ -1,5 +1,6 @@
-"""The training loop: BCE-with-logits, Adam by default, an EMA of the weights, thresholds
-calibrated on a validation split (rendered + real-train held out, never the dev set).
+"""The training loop: BCE-with-logits (or the asymmetric loss of ``losses``), Adam by default, an EMA
+of the weights, thresholds calibrated on a validation split (rendered + real-train held out, never
+the dev set).
 
 Everything that decides the result is in ``TrainConfig``, saved with every checkpoint and
 in the exported model card, so ``neuroear train --config run/config.json`` reproduces it.
@@ -22,6 +23,7 @@ from neuroear import evaluate as E
 from neuroear.errors import NeuroEarError
 from neuroear.training import data as D
 from neuroear.training.features import CQTConfig
+from neuroear.training.losses import LossConfig, loss_function
 from neuroear.training.model import InstrumentNet, NetConfig, n_params
 
 LABELS = (
@@ -55,6 +57,7 @@ class TrainConfig:
     cqt: CQTConfig = CQTConfig()
     net: NetConfig = NetConfig()
     mix: D.MixConfig = D.MixConfig()
+    loss: LossConfig = LossConfig()
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,6 +78,8 @@ class TrainConfig:
             d["net"] = NetConfig.from_dict(d["net"])
         if "mix" in d:
             d["mix"] = D.MixConfig.from_dict(d["mix"])
+        if "loss" in d:
+            d["loss"] = LossConfig(**d["loss"])
         return cls(**d)
 
 
@@ -238,7 +243,8 @@ def train(
     log(f"model: {n_params(model)} parameters; optimizer {cfg.optimizer}; {cfg.steps} steps × {cfg.batch}")
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = loss_function(cfg.loss)
+    bce = torch.nn.BCEWithLogitsLoss()  # validation loss: one yardstick whatever the training loss
     history: list[dict] = []
     t0 = time.time()
     if out_dir:
@@ -262,7 +268,7 @@ def train(
         if step % cfg.val_every == 0 or step == cfg.steps:
             probs = _predict(ema, val_x)
             with torch.no_grad():
-                val_loss = float(loss_fn(torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)), torch.from_numpy(val_y)))
+                val_loss = float(bce(torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)), torch.from_numpy(val_y)))
             macro = E.row(E.report(val_y, probs >= 0.5, cfg.labels), "macro").f1
             rec = {"step": step, "seconds": round(time.time() - t0, 1), "train_loss": running, "val_loss": val_loss, "val_macro_f1": macro}
             history.append(rec)
