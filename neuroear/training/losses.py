@@ -10,6 +10,7 @@ already below ``clip``, so the positives' share of the gradient grows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,7 @@ def asymmetric_loss(logits: torch.Tensor, y: torch.Tensor, cfg: LossConfig) -> t
     return -(y * pos + (1 - y) * neg).mean()
 
 
-def loss_function(cfg: LossConfig):
+def loss_function(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A callable (logits [batch, n_labels], targets [batch, n_labels]) -> scalar tensor."""
     if cfg.kind == "bce":
         return torch.nn.BCEWithLogitsLoss()
