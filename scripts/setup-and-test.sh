@@ -4,7 +4,7 @@
 # .ci/run both call this script.
 #
 #   bash scripts/setup-and-test.sh                 # everything, then `python -m pytest -q`
-#   bash scripts/setup-and-test.sh tests/test_cli.py -x   # arguments go to pytest
+#   bash scripts/setup-and-test.sh tests/cli/test_cli.py -x   # arguments go to pytest
 #
 # System packages are installed with apt-get when run as root; otherwise the script names the
 # missing ones, prints the command to install them, and stops. An active virtual environment is

@@ -177,7 +177,7 @@ def test_path_with_spaces_and_non_ascii(tmp_path):
 
 
 def test_mixed_folder_reports_every_good_file_and_one_line_per_bad_one(tmp_path):
-    """Extends tests/test_cli.py's mixed folder with every kind of bad file from the table above."""
+    """Extends tests/cli/test_cli.py's mixed folder with every kind of bad file from the table above."""
     d = tmp_path / "mixed"
     (d / "sub").mkdir(parents=True)
     good = [d / "a.wav", d / "sub" / "b.flac", d / "z.ogg"]
@@ -889,7 +889,7 @@ def long_clip(tmp_path_factory) -> Path:
     return f
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])  # SIGTERM: tests/test_live.py
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])  # SIGTERM: tests/live/test_live.py
 def test_listen_signal_stops_with_summary(long_clip, sig):
     p = subprocess.Popen([sys.executable, "-m", "neuroear", "listen", "--input", str(long_clip), "--realtime", "--hop", "0.5", "--no-dashboard"],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1185,7 +1185,7 @@ def test_device_output_closed_by_the_reader(mic):
 
 
 @pytest.mark.audio
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])  # SIGTERM: tests/test_listen_device.py
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])  # SIGTERM: tests/live/test_listen_device.py
 def test_device_signals_stop_with_summary(mic, sig):
     p = Listen(mic, "--hop", "0.5")
     p.wait_lines(2)

@@ -18,7 +18,7 @@ import pytest
 from neuroear.cli import bench as bench_cli
 from neuroear.errors import NeuroEarError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = "per_hop,throughput,analyze,profile,optim,live,startup,memory"
 
 

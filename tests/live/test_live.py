@@ -24,7 +24,7 @@ from neuroear.live import loop, sources, streamer
 from neuroear.errors import NeuroEarError
 from neuroear.infer import Detector
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "stream" / "detection.schema.json"
 FRAMING = framing.Framing()  # a 16 kHz one-second framing for the loop's mechanics; tests that score use the model's own
 
