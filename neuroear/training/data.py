@@ -286,6 +286,14 @@ class MixConfig:
     # cello audio is single notes (Philharmonia), while performances are phrases, so a net never
     # hears those timbres change note, overlap a release or move through a register in a window.
     note_chain_p: float = 0.0
+    # Window-level dynamics of real ensembles, dB (0: off). ``partner_db`` sets the stems' levels
+    # over a whole phrase, but within one second a real phrase strays from its own level (real-train
+    # phrases: 5th–95th percentile of a window's level −11.6 to +4.1 dB around its phrase's RMS),
+    # so in a real mix at ±6 dB one window's partner is often 10 dB under the lead. Each stem's
+    # level then strays by this much (a normal clipped at ±2 σ, the lead's too), the partner's
+    # level relative to the lead staying above −(background_db[0] − 1) dB so a labelled partner
+    # is never as quiet as an unlabelled bed.
+    partner_spread_db: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "MixConfig":
@@ -359,6 +367,8 @@ class Sampler:
                 f"background_db {cfg.background_db!r}: need {-cfg.partner_db[0]:g} < lo <= hi dB below the lead "
                 f"(labelled partners go down to {-cfg.partner_db[0]:g})"
             )
+        if not 0.0 <= cfg.partner_spread_db <= 12.0:
+            raise NeuroEarError(f"partner_spread_db {cfg.partner_spread_db!r}: need 0 to 12 dB")
         if not 0.0 <= cfg.note_chain_p <= 1.0:
             raise NeuroEarError(f"note_chain_p {cfg.note_chain_p!r}: need a probability in [0, 1]")
         # real notes by (label, source): what a chain continues with (sources of a single note cannot
@@ -475,7 +485,7 @@ class Sampler:
         for j, li in enumerate(chosen):
             seg, on = self._draw(self.labels[li], real_p=self.cfg.partner_real_p if j else None)
             rms = _rms(seg[-win:]) + 1e-9
-            gain = 1.0 if j == 0 else 10 ** (self.rng.uniform(*self.cfg.partner_db) / 20)
+            gain = 1.0 if j == 0 else 10 ** (self._partner_db() / 20)
             x += seg / rms * gain * 0.1
             y[li] = max(y[li], float(on))
         if self.others and self.cfg.other_partner_p > 0 and self.rng.random() < self.cfg.other_partner_p:
@@ -486,6 +496,17 @@ class Sampler:
             x += self._background(n, float(_rms(x[-win:])))
         x = self.augment(x, self.rng, strength=self.cfg.augment_strength * 0.5, distort_p=0.0, rate=rate)
         return x[-out:], y
+
+    def _partner_db(self) -> float:
+        """A labelled partner's level relative to the lead in this window, dB (``MixConfig.partner_db``
+        and, when on, ``partner_spread_db``)."""
+        db = float(self.rng.uniform(*self.cfg.partner_db))
+        sd = self.cfg.partner_spread_db
+        if sd > 0:  # drawn only when on, so configs without it keep their exact random stream
+            stray = np.clip(self.rng.normal(size=2), -2.0, 2.0) * sd
+            floor = self.cfg.background_db[0] - 1.0
+            db = float(np.clip(db + stray[0] - stray[1], -floor, floor))
+        return db
 
     def _background(self, n: int, fg_rms: float) -> np.ndarray:
         """An unlabelled bed [n] of 2–4 instruments, in total ``cfg.background_db`` dB below ``fg_rms``."""

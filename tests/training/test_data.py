@@ -190,6 +190,33 @@ def test_mixture_partners_stay_within_the_partner_range() -> None:
     assert max(ratios) < 7.5 and np.percentile(ratios, 75) > 2.0  # within ±6 dB (+ window-edge leakage), spread over it
 
 
+def test_partner_spread_gives_windows_the_level_swings_of_real_phrases() -> None:
+    pool = [D.Clip(np.round(np.tile(tone(f, 1.0), 4) * 32767).astype(np.int16), lab, "render", f"{lab}.flac") for lab, f in zip(LABELS, (220.0, 440.0, 880.0))]
+    f = np.fft.rfftfreq(16000, 1 / SR)
+
+    def ratios(spread: float) -> np.ndarray:
+        cfg = D.MixConfig(mix_p=1.0, third_p=0.0, negative_p=0.0, augment_strength=0.0, partner_db=(-6.0, 6.0), partner_spread_db=spread)
+        s = D.Sampler(pool, LABELS, cfg=cfg, seed=2)
+        out = []
+        for _ in range(200):
+            x, y = s.one()
+            assert y.sum() == 2  # a quieter partner is still labelled
+            spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+            p = sorted(spec[np.abs(f - hz) < 15].sum() for hz, lab in zip((220, 440, 880), LABELS) if y[LABELS.index(lab)])
+            out.append(10 * np.log10(p[1] / p[0]))
+        return np.array(out)
+
+    plain, spread = ratios(0.0), ratios(4.5)
+    assert plain.max() < 7.5
+    # beyond ±6 dB in a good share of windows, but never past the bed's edge (13 dB + leakage)
+    assert np.mean(spread > 7.5) > 0.15 and spread.max() < 14.5
+
+
+def test_partner_spread_db_is_bounded() -> None:
+    with pytest.raises(NeuroEarError, match="partner_spread_db"):
+        D.Sampler(clips(), LABELS, cfg=D.MixConfig(partner_spread_db=-1.0))
+
+
 @pytest.mark.parametrize("partner_real_p", [None, 1.0])
 def test_mixture_partners_can_be_drawn_real_apart_from_the_lead(partner_real_p: float | None) -> None:
     # each label has a rendered tone and a real tone at other pitches: which one sounds says which kind was drawn
