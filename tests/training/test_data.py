@@ -175,38 +175,30 @@ def test_other_instruments_are_negatives_never_labels() -> None:
     assert 30 < alone < 90 and joined > 30
 
 
-def test_mixture_partners_stay_within_the_partner_range() -> None:
+def partner_level_ratios(draws: int, spread_db: float = 0.0) -> np.ndarray:
+    """dB of the louder over the quieter stem in ``draws`` duo windows of three steady tones mixed
+    at ±6 dB (and ``spread_db``), measured from the spectrum; each window must label both."""
     pool = [D.Clip(np.round(np.tile(tone(f, 1.0), 4) * 32767).astype(np.int16), lab, "render", f"{lab}.flac") for lab, f in zip(LABELS, (220.0, 440.0, 880.0))]
-    cfg = D.MixConfig(mix_p=1.0, third_p=0.0, negative_p=0.0, augment_strength=0.0, partner_db=(-6.0, 6.0))
+    cfg = D.MixConfig(mix_p=1.0, third_p=0.0, negative_p=0.0, augment_strength=0.0, partner_db=(-6.0, 6.0), partner_spread_db=spread_db)
     s = D.Sampler(pool, LABELS, cfg=cfg, seed=2)
     f = np.fft.rfftfreq(16000, 1 / SR)
     ratios = []
-    for _ in range(60):
+    for _ in range(draws):
         x, y = s.one()
-        assert y.sum() == 2
+        assert y.sum() == 2  # a quieter partner is still labelled
         spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
         p = sorted(spec[np.abs(f - hz) < 15].sum() for hz, lab in zip((220, 440, 880), LABELS) if y[LABELS.index(lab)])
         ratios.append(10 * np.log10(p[1] / p[0]))
+    return np.array(ratios)
+
+
+def test_mixture_partners_stay_within_the_partner_range() -> None:
+    ratios = partner_level_ratios(60)
     assert max(ratios) < 7.5 and np.percentile(ratios, 75) > 2.0  # within ±6 dB (+ window-edge leakage), spread over it
 
 
 def test_partner_spread_gives_windows_the_level_swings_of_real_phrases() -> None:
-    pool = [D.Clip(np.round(np.tile(tone(f, 1.0), 4) * 32767).astype(np.int16), lab, "render", f"{lab}.flac") for lab, f in zip(LABELS, (220.0, 440.0, 880.0))]
-    f = np.fft.rfftfreq(16000, 1 / SR)
-
-    def ratios(spread: float) -> np.ndarray:
-        cfg = D.MixConfig(mix_p=1.0, third_p=0.0, negative_p=0.0, augment_strength=0.0, partner_db=(-6.0, 6.0), partner_spread_db=spread)
-        s = D.Sampler(pool, LABELS, cfg=cfg, seed=2)
-        out = []
-        for _ in range(200):
-            x, y = s.one()
-            assert y.sum() == 2  # a quieter partner is still labelled
-            spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
-            p = sorted(spec[np.abs(f - hz) < 15].sum() for hz, lab in zip((220, 440, 880), LABELS) if y[LABELS.index(lab)])
-            out.append(10 * np.log10(p[1] / p[0]))
-        return np.array(out)
-
-    plain, spread = ratios(0.0), ratios(4.5)
+    plain, spread = partner_level_ratios(200), partner_level_ratios(200, spread_db=4.5)
     assert plain.max() < 7.5
     # beyond ±6 dB in a good share of windows, but never past the bed's edge (13 dB + leakage)
     assert np.mean(spread > 7.5) > 0.15 and spread.max() < 14.5
