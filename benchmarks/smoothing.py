@@ -3,11 +3,14 @@
 dev-mixtures (benchmarks/mixtures.py).
 
     python benchmarks/smoothing.py models/neuroear-v5.onnx [--smooth 1 2 3] [--out benchmarks/results/smoothing.json]
+        [--real-val runs/real-val.csv] [--unknown ../shared/data/real-train]
 
 Each window's decision uses the mean of its own and up to N − 1 earlier windows' probabilities of
 the same clip or mixture (hop one second, as `listen` with `--hop 1 --smooth N`), against the
 model's own thresholds; nothing is tuned here. Real-dev clips are about 3 s long, so they hold two
-whole one-second windows: N = 2 and N = 3 are the same there. Not imported by the package.
+whole one-second windows: N = 2 and N = 3 are the same there. ``--real-val`` (held-out real-train
+files, scripts/real_val_manifest.py) and ``--unknown`` (real-train's other/ validation files) are
+the real sources a default smoothing may be chosen on; dev is reported only. Not imported by the package.
 """
 
 from __future__ import annotations
@@ -39,6 +42,48 @@ def decide(det, probs: list[np.ndarray], smooth: int) -> np.ndarray:
     return np.array(out, dtype=bool).reshape(-1, len(det.labels))
 
 
+def manifest_rows(csv_path: Path) -> list[tuple[str, Path]]:
+    """(label, file) rows of a ``label,file`` CSV manifest (scripts/real_val_manifest.py)."""
+    import csv
+
+    with open(csv_path, newline="") as f:
+        return [(r["label"], Path(r["file"])) for r in csv.DictReader(f)]
+
+
+def file_streams(rows: list[tuple[str, Path]], rate: int, window: int, context: int) -> list[tuple[str, np.ndarray]]:
+    """Per file, its consecutive one-window hops [n, context + window] louder than −45 dBFS, in
+    stream order (silent windows dropped, as `evaluate` reports them apart)."""
+    from neuroear import audio
+
+    out = []
+    for lab, path in rows:
+        w = M.frame(audio.load(path, sample_rate=rate), window, context)
+        out.append((lab, w[audio.dbfs(w[:, context:]) >= audio.SILENCE_DBFS]))
+    return out
+
+
+def medley_streams(rows: list[tuple[str, Path]], rate: int, window: int, context: int, *, per_stream: int = 8, seed: int = 0) -> list[tuple[np.ndarray, list[list[str] | None]]]:
+    """Streams of ``per_stream`` files played one after another (seeded order, each file padded
+    with silence to whole windows), framed [n, context + window], and each window's truth: its
+    file's label, or None for a window under −45 dBFS (run through the policy, not scored). The
+    instrument changes every file, so a moving average pays here for what it carries over."""
+    from neuroear import audio
+
+    order = np.random.default_rng(seed).permutation(len(rows))
+    out = []
+    for k in range(0, len(order), per_stream):
+        parts, truth = [], []
+        for i in order[k : k + per_stream]:
+            lab, path = rows[i]
+            x = audio.load(path, sample_rate=rate)
+            x = np.concatenate([x, np.zeros(-x.size % window, x.dtype)])
+            parts.append(x)
+            loud = audio.dbfs(x.reshape(-1, window)) >= audio.SILENCE_DBFS
+            truth += [[lab] if on else None for on in loud]
+        out.append((M.frame(np.concatenate(parts), window, context), truth))
+    return out
+
+
 def main() -> None:
     from neuroear.infer import Detector
 
@@ -46,6 +91,8 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--dev", type=Path, default=Path("../shared/data/real-dev"))
     ap.add_argument("--smooth", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--real-val", type=Path, help="CSV manifest (label,file) of held-out real files, each scored as one stream")
+    ap.add_argument("--unknown", type=Path, help="real-train folder: its other/ validation files, each one stream (every active label is false)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     det = Detector(args.model, provider="cpu")
@@ -56,12 +103,22 @@ def main() -> None:
         "dev-solo": [(M.frame(x, win, ctx), [[lab]] * (x.size // win)) for lab, x in clips],
         "dev-mixtures": [(M.frame(m, win, ctx), ls) for m, ls in mixes],
     }
+    if args.real_val:
+        rows = manifest_rows(args.real_val)
+        sets["real-val"] = [(w, [[lab]] * len(w)) for lab, w in file_streams(rows, rate, win, ctx)]
+        sets["real-val-medley"] = medley_streams(rows, rate, win, ctx)
+    if args.unknown:
+        from neuroear.training.data import NEGATIVE_LABEL, labelled_splits
+
+        rows = [(lab, p) for p, lab, split in labelled_splits(args.unknown) if lab == NEGATIVE_LABEL and split == "val"]
+        sets["unknown"] = [(w, [[]] * len(w)) for _, w in file_streams(rows, rate, win, ctx)]
     out: dict = {"model": det.name, "hop_seconds": win / rate, "results": {}}
     for name, items in sets.items():
         probs = [det.predict(w) for w, _ in items if len(w)]
         truth = [t for w, ts in items if len(w) for t in ts]
+        scored = np.array([t is not None for t in truth])
         for n in args.smooth:
-            r = M.score_active(det.labels, decide(det, probs, n), truth)
+            r = M.score_active(det.labels, decide(det, probs, n)[scored], [t for t in truth if t is not None])
             r.pop("table")
             out["results"].setdefault(name, {})[f"smooth={n}"] = r
             print(f"{name:13s} smooth {n}: macro {r['macro_f1']}  exact {r['exact_set']:.3f}  false/win {r['false_per_window']:.3f}  missed/win {r['missed_per_window']:.3f}", flush=True)

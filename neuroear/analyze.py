@@ -22,7 +22,7 @@ from neuroear import audio
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS, Framer
 from neuroear.infer import Detector
-from neuroear.live.policy import Policy, PolicyConfig
+from neuroear.live.policy import Policy, PolicyConfig, resolve_smooth
 
 BATCH = 16  # windows per ONNX Runtime call: 64 grew peak RSS by ~30 MB for ~0-15 % speed (benchmarks/README.md)
 
@@ -69,7 +69,7 @@ def analyze_file(
     thresholds: np.ndarray | None = None,
     source: str | None = None,
     batch: int = BATCH,
-    smooth: int = 1,
+    smooth: int | None = None,
     hysteresis: float = 0.0,
 ) -> Generator[WindowResult, None, float]:
     """Yield one WindowResult per window of ``path``, in order; a window starts every ``hop`` s
@@ -79,9 +79,9 @@ def analyze_file(
     ``detector`` (or a new ``Detector(model)``) scores the windows, cut at its card's framing;
     ``thresholds`` [n_labels] replace the card's. ``active`` is decided by the live decision
     policy (``live.policy``), as ``neuroear listen`` decides: ``smooth`` (windows) averages each
-    label's probability over the latest windows of this file, ``hysteresis`` (probability) keeps
-    a label on until it falls that far below its threshold; the defaults decide each window
-    alone (probability ≥ threshold). ``probs`` stay the model's own. Raises NeuroEarError if the file cannot be
+    label's probability over the latest windows of this file (None: the windows of the last 2 s,
+    ``policy.default_smooth``; 1 decides each window alone), ``hysteresis`` (probability) keeps
+    a label on until it falls that far below its threshold. ``probs`` stay the model's own. Raises NeuroEarError if the file cannot be
     decoded; rows yielded before a mid-file decoding error stay valid. A file shorter than one
     window is zero-padded (with a warning).
     """
@@ -89,7 +89,7 @@ def analyze_file(
     src = str(path) if source is None else source
     fr = Framer(window=det.window_samples, hop=det.framing.hop(hop), sample_rate=det.sample_rate, context=det.framing.context)
     thr = det.thresholds if thresholds is None else thresholds
-    policy = Policy(PolicyConfig.build(det.labels, thr, hysteresis=hysteresis, smooth=smooth))
+    policy = Policy(PolicyConfig.build(det.labels, thr, hysteresis=hysteresis, smooth=resolve_smooth(smooth, hop)))
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush(pairs: list[tuple[int, np.ndarray]], total: int) -> Generator[WindowResult, None, None]:

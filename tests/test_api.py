@@ -67,7 +67,7 @@ def test_analyze_file_returns_the_seconds_it_decoded(clip, tmp_path, detector):
 
 
 def test_listen_yields_the_detections_of_predict(clip, detector):
-    got = list(neuroear.listen(input=clip, hop=0.5, threads=1))
+    got = list(neuroear.listen(input=clip, hop=0.5, threads=1, smooth=1))
     fr = detector.framing
     starts, windows = framing.windows(audio.load(clip, sample_rate=fr.sample_rate), hop=fr.hop(0.5), window=fr.window, sample_rate=fr.sample_rate, context=fr.context)
     assert [d.start for d in got] == list(starts / detector.sample_rate)
@@ -76,6 +76,12 @@ def test_listen_yields_the_detections_of_predict(clip, detector):
     np.testing.assert_allclose(np.stack([d.probs for d in got]), detector.predict(windows), rtol=0, atol=1e-4)
     assert all(isinstance(d, neuroear.Detection) and d.labels == detector.labels for d in got)
     assert [d.active for d in got] == [tuple(a) for a in detector.active(np.stack([d.probs for d in got]))]
+    # by default listen decides on the mean of the hops of the last 2 s: 4 at hop 0.5
+    from neuroear.evaluate import decide
+
+    mask = decide(np.stack([d.probs for d in got]), np.zeros(len(got), int), detector.thresholds, smooth=4)
+    default = list(neuroear.listen(input=clip, hop=0.5, threads=1))
+    assert [d.active for d in default] == [tuple(lab for lab, on in zip(detector.labels, row) if on) for row in mask]
 
 
 def test_stopping_early_stops_the_source(clip):
@@ -189,18 +195,22 @@ def test_a_context_model_hears_the_past_in_analyze_and_listen(clip, tmp_path):
 def test_analyze_decides_with_the_live_policy(detector):
     # `analyze --smooth/--hysteresis` decide as `listen` does on the same audio: one policy, two paths
     example = ROOT / "neuroear" / "examples" / "example.ogg"
-    plain = list(neuroear.analyze_file(example, hop=1.0, detector=detector))
+    plain = list(neuroear.analyze_file(example, hop=1.0, detector=detector, smooth=1))
     rows = list(neuroear.analyze_file(example, hop=1.0, detector=detector, smooth=2, hysteresis=0.05))
     hops = list(neuroear.listen(input=example, hop=1.0, smooth=2, hysteresis=0.05))
     assert [r.start for r in rows] == [d.start for d in hops]
     assert [r.active for r in rows] == [tuple(d.active) for d in hops]
     np.testing.assert_allclose(np.stack([r.probs for r in rows]), np.stack([r.probs for r in plain]))  # probs stay the model's
-    # without hysteresis: active is the causal mean of the latest two windows against the thresholds
+    # without hysteresis: active is the causal mean of the latest two windows against the thresholds,
+    # while the latest window alone keeps at least half of its threshold (policy.LATEST_GATE)
     two = list(neuroear.analyze_file(example, hop=1.0, detector=detector, smooth=2))
     p = np.stack([r.probs for r in plain])
     mean = np.vstack([p[:1], (p[1:] + p[:-1]) / 2])
-    want = [tuple(lab for lab, m, t in zip(detector.labels, row, detector.thresholds) if m >= t) for row in mean]
+    want = [tuple(lab for lab, m, q, t in zip(detector.labels, row, now, detector.thresholds) if m >= t and (i == 0 or q >= 0.5 * t))
+            for i, (row, now) in enumerate(zip(mean, p))]
     assert [r.active for r in two] == want
     assert want != [r.active for r in plain]  # the example is one where smoothing changes decisions
+    # the default at hop 1 s is that mean of two: the windows of the last 2 s
+    assert [r.active for r in neuroear.analyze_file(example, hop=1.0, detector=detector)] == want
     r = run_cli("analyze", str(example), "--smooth", "0")
     assert r.returncode != 0 and "--smooth must be between" in r.stderr and "Traceback" not in r.stderr

@@ -86,12 +86,13 @@ def test_confusion_counts_single_label_windows():
 
 
 def test_decide_smooths_within_a_file_and_starts_afresh_at_the_next():
-    p = np.array([[0.9, 0.1], [0.2, 0.7], [0.2, 0.7], [0.9, 0.1], [0.3, 0.1]], dtype=np.float32)
+    p = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.7], [0.9, 0.1], [0.3, 0.1]], dtype=np.float32)
     files = np.array([1, 1, 1, 2, 2])
     thr = np.array([0.5, 0.5], dtype=np.float32)
     assert (E.decide(p, files, thr) == (p >= thr)).all()
     got = E.decide(p, files, thr, smooth=2)
-    # window 1: mean(0.9, 0.2)=0.55 keeps a on, mean(0.1, 0.7)=0.4 keeps b off; window 3 is a new
+    # window 1: mean(0.9, 0.3)=0.6 keeps a on (0.3 is over half its level), mean(0.1, 0.7)=0.4
+    # keeps b off; window 3 is a new
     # file, so the third window of file 1 (b=0.7) is not averaged into it
     assert got.tolist() == [[True, False], [True, False], [False, True], [True, False], [True, False]]
     # hysteresis: on at 0.5, off only below 0.3

@@ -33,7 +33,7 @@ from neuroear.archive.summary import instruments
 from neuroear.errors import NeuroEarError
 from neuroear.framing import HOP_SECONDS
 from neuroear.infer import Detector
-from neuroear.live.policy import PolicyConfig
+from neuroear.live.policy import LATEST_GATE, PolicyConfig, resolve_smooth
 from neuroear.metadata import file_sha256
 from neuroear.devnull import muted as muted_stderr
 
@@ -185,7 +185,7 @@ def run(
     threads: int = 1,
     hop_seconds: float = HOP_SECONDS,
     thresholds: np.ndarray | None = None,
-    smooth: int = 1,
+    smooth: int | None = None,
     hysteresis: float = 0.0,
     address: str | None = None,
     workers: int = 0,
@@ -200,7 +200,8 @@ def run(
     ``workers``: actors (0 = one per ``threads`` CPUs of the cluster); each reserves ``threads``
     CPUs and ``gpus_per_worker`` GPUs and runs ONNX Runtime with ``threads`` intra-op threads
     and ``batch`` windows per call. ``thresholds`` [n_labels] default to the model's;
-    ``smooth`` and ``hysteresis`` decide ``active`` as ``analyze_file`` does (per file).
+    ``smooth`` (None: the windows of the last 2 s) and ``hysteresis`` decide ``active`` as
+    ``analyze_file`` does (per file).
     Files already complete in ``out`` (same path, size, mtime) are skipped. Progress, and one
     line per failed file, go to ``log``. Raises NeuroEarError on bad options or a failed run.
     """
@@ -213,8 +214,11 @@ def run(
     thr = det.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
     if thr.shape != (len(det.labels),):
         raise NeuroEarError(f"thresholds must be [{len(det.labels)}], got {list(thr.shape)}")
+    smooth = resolve_smooth(smooth, hop_seconds)
     PolicyConfig.build(det.labels, thr, hysteresis=hysteresis, smooth=smooth)  # bad values: one error before any cluster
-    # recorded only when not the defaults, so archives written before these options resume
+    # recorded only when a window is not decided alone, so archives written before these options
+    # resume with --smooth 1; the latest-window gate came later than smoothing, so it is recorded
+    # too (an archive smoothed without it refuses to mix in rows decided with it)
     decision: dict[str, Any] = {}
     if smooth != 1:
         decision["smooth"] = int(smooth)
@@ -229,6 +233,7 @@ def run(
             "hop_seconds": float(hop_seconds),
             "thresholds": {lab: round(float(t), 6) for lab, t in zip(det.labels, thr)},
             **decision,
+            **({"latest_gate": LATEST_GATE} if smooth != 1 else {}),
         }
     )
     store.clean_temporaries()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroear import audio
-from neuroear.cli.common import PROG, add_decision_options, add_model_options, check_threads, error, figure_path, isatty, out, say, thresholds
+from neuroear.cli.common import PROG, add_decision_options, add_model_options, check_threads, decision_smooth, error, figure_path, isatty, out, say, thresholds
 from neuroear.cli.progress import Bar, WarningFolder
 from neuroear.devnull import to_devnull
 from neuroear.errors import NeuroEarError
@@ -48,6 +48,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     plot_to = figure_path(args.plot, option="--plot") if args.plot else None  # before any work
     det = Detector(args.model, provider=args.provider, threads=args.threads)
     det.framing.hop(args.hop)  # a bad --hop is one usage error, not one failure per file
+    args.smooth = decision_smooth(args)
     thr = thresholds(det, args.threshold)
     if args.engine == "ray" or args.out or args.address:
         from neuroear.archive.engine import run_args
@@ -56,7 +57,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     PolicyConfig.build(det.labels, thr, hysteresis=args.hysteresis, smooth=args.smooth)  # bad values: one usage error
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     if not args.quiet:
-        say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}")
+        smoothing = f", active decided on the mean of the latest {args.smooth} windows (--smooth)" if args.smooth > 1 else ""
+        say(f"{PROG}: model {det.name} ({det.path.name}), provider {det.provider}{smoothing}")
     folder = WarningFolder()
     warnings.showwarning = folder  # 1 000 short files: one warning, then one summary line
     failed = ok = 0
@@ -156,6 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.snr is not None and not args.noise:
         raise NeuroEarError("--snr needs --noise white|pink|brown|babble")
     snr = args.snr if args.snr is not None else 10.0
+    args.smooth = decision_smooth(args)
     res = E.evaluate_set(det, args.data, hop_seconds=args.hop, thresholds=thr, noise=args.noise, snr_db=snr, seed=args.seed, smooth=args.smooth, hysteresis=args.hysteresis)
     for msg in res.failed:
         error(msg)

@@ -58,8 +58,15 @@ def add_decision_options(p: argparse.ArgumentParser, *, unit: str = "hops") -> N
     """--hysteresis, --smooth: how the decision policy (``live.policy``) turns probabilities into
     active labels, the same options for ``listen``, ``analyze`` and ``evaluate``."""
     p.add_argument("--hysteresis", type=float, default=0.0, metavar="P", help="turn a label off only below threshold - P (default 0; 0.1 steadies live use)")
-    p.add_argument("--smooth", type=int, default=1, metavar="N",
-                   help=f"average probabilities over the latest N {unit} before deciding (default 1 = none; 2 is measured better on performances and mixtures)")
+    p.add_argument("--smooth", type=int, default=None, metavar="N",
+                   help=f"average probabilities over the latest N {unit} before deciding (default: those of the last 2 s, 2 at --hop 1; 1 = none)")
+
+
+def decision_smooth(args: argparse.Namespace) -> int:
+    """``--smooth`` as given (checked), or the default for ``--hop``: the windows of the last 2 s."""
+    from neuroear.live.policy import resolve_smooth
+
+    return resolve_smooth(args.smooth, args.hop)
 
 
 def check_threads(threads: int) -> None:

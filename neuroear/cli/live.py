@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from neuroear.cli.common import PROG, add_decision_options, add_model_options, check_threads, isatty, out, say
+from neuroear.cli.common import PROG, add_decision_options, add_model_options, check_threads, decision_smooth, isatty, out, say
 from neuroear.devnull import muted, to_devnull
 from neuroear.errors import NeuroEarError
 from neuroear.live.session import DEFAULT_THREADS, HOP_MAX_SECONDS, HOP_MIN_SECONDS, QUIET_GATE_DBFS
@@ -174,6 +174,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from neuroear.live.sinks import JsonlSink
 
     _validate(args)
+    args.smooth = decision_smooth(args)
     detector = Detector(args.model, provider=args.provider, threads=args.threads)
     policy = make_policy(detector, thresholds=args.threshold, hysteresis=args.hysteresis, smooth=args.smooth)
     source = open_source(device=args.device, input=args.input, demo=args.demo, realtime=args.realtime, block=args.block,

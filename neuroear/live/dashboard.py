@@ -56,6 +56,7 @@ class State:
     channels: int = 0
     model: str = ""
     provider: str = ""
+    smooth: int = 1  # hops the decision averages over (the bars show what it decided on)
     level_dbfs: float = -120.0
     clipping: bool = False
     latency: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # stage → (p50, p95) ms
@@ -242,6 +243,8 @@ def render(state: State, *, width: int = 80, height: int | None = None) -> Rende
         lines.append(line(("events ", "dim"), " · ".join(f"{e.time} {e.label} {'on' if e.kind == 'onset' else 'off'}"
                                                           for e in reversed(state.events[-4:]))))
     model = f"model {state.model} · {state.provider}" if state.provider else f"model {state.model}"
+    if state.smooth > 1:
+        model += f" · mean of {state.smooth} hops"
     return Panel(
         Group(*lines), title=f"Neuro-Ear · {state.title}", title_align="left",
         subtitle=model, subtitle_align="right", width=width, padding=(0, 1),

@@ -23,7 +23,7 @@ from neuroear.background import background
 from neuroear.errors import NeuroEarError
 from neuroear.infer import Detector, parse_thresholds
 from neuroear.live import loop
-from neuroear.live.policy import Policy, PolicyConfig
+from neuroear.live.policy import Policy, PolicyConfig, resolve_smooth
 from neuroear.live.sinks import JsonlSink, detection_record, event_record
 from neuroear.live.sources import DEFAULT_BLOCK_FRAMES, FileSource, Source, demo_source
 from neuroear.live.streamer import Window
@@ -292,7 +292,7 @@ class Session:
             message = f"no audio from the device for {stats.silent_for:.0f} s (muted, unplugged, or a virtual mic nobody writes to?)"
         return State(
             labels=labels, source=stats.source, rate=stats.rate, channels=stats.channels, model=self.model,
-            provider=self.provider, level_dbfs=stats.level_dbfs, clipping=stats.clipping,
+            provider=self.provider, smooth=self.policy.config.smooth, level_dbfs=stats.level_dbfs, clipping=stats.clipping,
             latency={k: stats.recent(k) for k in STAGES}, hops=stats.hops, dropped=stats.dropped,
             overflows=stats.overflows, elapsed=now, hop=self.hop, message=message, title=title,
             gated=self.gated, gate_dbfs=self.gate_dbfs,
@@ -314,7 +314,7 @@ def listen(
     duration: float | None = None,
     thresholds: Mapping[str, float] | Sequence[str] | None = None,
     hysteresis: float = 0.0,
-    smooth: int = 1,
+    smooth: int | None = None,
     block: int | None = None,
     rate: int | None = None,
     channels: int | None = None,
@@ -325,13 +325,14 @@ def listen(
     (``input``; ``realtime=True`` paces it like a device) or the demo clip.
 
     ``hop`` in seconds (0.25–1); ``thresholds`` overrides {label: probability}; ``hysteresis``
-    and ``smooth`` as ``PolicyConfig.build``; ``reconnect``: s a lost device is retried (default
+    and ``smooth`` as ``PolicyConfig.build`` (``smooth`` None: the hops of the last 2 s,
+    ``policy.default_smooth``); ``reconnect``: s a lost device is retried (default
     ``device.DEFAULT_RECONNECT_SECONDS``). Ends with the source, after ``duration`` s of stream
     time, or when the caller stops iterating (the capture is stopped then). A device that went
     away for good raises NeuroEarError (``device_lost``) after the detections it gave.
     """
     detector = Detector(model, provider=provider, threads=threads)
-    policy = make_policy(detector, thresholds=thresholds, hysteresis=hysteresis, smooth=smooth)
+    policy = make_policy(detector, thresholds=thresholds, hysteresis=hysteresis, smooth=resolve_smooth(smooth, hop))
     source = open_source(device=device, input=input, demo=demo, realtime=realtime, block=block, rate=rate, channels=channels,
                          reconnect=reconnect)
 

@@ -11,9 +11,9 @@ over the socket.
 
 Protocol (JSON text frames unless said)::
 
-    client → {"rate": 48000, "channels": 1, "hop": 0.5, "hysteresis": 0, "smooth": 1}   first message
+    client → {"rate": 48000, "channels": 1, "hop": 0.5, "hysteresis": 0, "smooth": 4}   first message (smooth: default the hops of the last 2 s)
     client → binary: float32 little-endian PCM, interleaved when channels > 1            any sizes
-    server → {"type": "ready", "labels": [...], "thresholds": {...}, "hop": 0.5, ...}
+    server → {"type": "ready", "labels": [...], "thresholds": {...}, "hop": 0.5, "smooth": 4, ...}
     server → {"type": "hop", <the line `neuroear listen` prints>, "in_frames": N, "dropped": n, "level_dbfs": x}
     server → {"type": "status", "level_dbfs": x, "dropped": n, "overflows": n, "stream_seconds": s}  4 per second
     server → {"type": "error", "error": "one line"}  then the socket closes
@@ -39,6 +39,7 @@ from neuroear.errors import NeuroEarError
 
 # --- the live path of `neuroear listen`: every import of it is here (repoint these after a move) ---
 from neuroear.live.loop import Stats  # what the one streaming loop (live.loop.run) reports per hop and tick
+from neuroear.live.policy import default_smooth  # the decision's default moving average, as `listen`
 from neuroear.live.session import HOP_MAX_SECONDS, HOP_MIN_SECONDS, Session, check_hop, make_policy  # listen's hop bounds and check, policy; loop + record per hop
 from neuroear.live.sources import Block  # what a source hands to the loop
 from neuroear.live.streamer import Window  # one window cut by the Streamer
@@ -203,8 +204,10 @@ def parse_config(text: str) -> dict[str, Any]:
     if not isinstance(hop, (int, float)):
         raise NeuroEarError(f"hop must be a number of seconds, got {hop!r}")
     check_hop(hop)  # listen's own bounds and message
-    hysteresis, smooth = cfg.get("hysteresis", 0.0), cfg.get("smooth", 1)
-    if not isinstance(hysteresis, (int, float)) or not isinstance(smooth, int):
+    hysteresis, smooth = cfg.get("hysteresis", 0.0), cfg.get("smooth")
+    if smooth is None:  # as `listen`: the hops of the last 2 s
+        smooth = default_smooth(hop)
+    if not isinstance(hysteresis, (int, float)) or not isinstance(smooth, int) or isinstance(smooth, bool):
         raise NeuroEarError("hysteresis must be a number and smooth a whole number of hops")
     return {"rate": int(rate), "channels": channels, "hop": float(hop), "hysteresis": float(hysteresis), "smooth": smooth}
 
@@ -246,7 +249,8 @@ async def serve_socket(ws: Any, detector: Any, registry: LiveRegistry) -> None:
 
         loop_task = asyncio.ensure_future(asyncio.to_thread(run))
         await ws.send_json({"type": "ready", "labels": list(detector.labels), "rate": rate, "hop": hop, "model": detector.name,
-                            "provider": detector.provider, "thresholds": dict(zip(policy.config.labels, policy.config.on))})
+                            "provider": detector.provider, "smooth": policy.config.smooth,
+                            "thresholds": dict(zip(policy.config.labels, policy.config.on))})
 
         async def send_all() -> None:
             while True:

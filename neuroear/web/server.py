@@ -142,12 +142,13 @@ class _Analysis:
         self.up.delete()
 
 
-def _parse_smooth(raw: str | None) -> int:
-    """The ``smooth`` query parameter: windows the decision averages over, as ``analyze --smooth``; default 1."""
-    from neuroear.live.policy import check_smooth
+def _parse_smooth(raw: str | None, hop: float) -> int:
+    """The ``smooth`` query parameter: windows the decision averages over, as ``analyze --smooth``;
+    default, as there, the windows of the last 2 s at ``hop`` (s)."""
+    from neuroear.live.policy import check_smooth, default_smooth
 
     if raw is None or raw == "":
-        return 1
+        return default_smooth(hop)
     try:
         smooth = int(raw)
     except ValueError:
@@ -267,7 +268,7 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
         if fmt not in MEDIA_TYPES:
             raise RequestError(f"format={fmt!r}: use jsonl or csv")
         hop = _parse_hop(request.query_params.get("hop"), detector.framing)
-        smooth = _parse_smooth(request.query_params.get("smooth"))
+        smooth = _parse_smooth(request.query_params.get("smooth"), hop)
         up = await receive_upload(
             request.stream(), content_type=request.headers.get("content-type"), content_length=request.headers.get("content-length"),
             directory=updir, limit_bytes=config.max_upload_bytes,
@@ -320,7 +321,7 @@ def create_app(detector: Any, *, config: ServerConfig = ServerConfig(), upload_d
             finally:
                 done()
 
-        headers = {"X-Neuroear-Duration": f"{duration:.3f}", "Cache-Control": "no-store"}
+        headers = {"X-Neuroear-Duration": f"{duration:.3f}", "X-Neuroear-Smooth": str(smooth), "Cache-Control": "no-store"}
         return _Stream(body(), media_type=MEDIA_TYPES[fmt], headers=headers, cleanup=done)
 
     @app.websocket("/api/live")

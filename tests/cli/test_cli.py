@@ -144,7 +144,8 @@ def test_evaluate_on_folder(tmp_path):
     png = tmp_path / "cm.png"
     r = run_cli("evaluate", str(tmp_path), "--json", "--noise", "pink", "--snr", "0", "--confusion", str(png))
     noisy = json.loads(r.stdout)
-    assert noisy["condition"] == "pink noise at 0 dB SNR (seed 0)" and noisy["windows"] == 4
+    # evaluate decides as analyze does by default: on the mean of the windows of the last 2 s
+    assert noisy["condition"] == "pink noise at 0 dB SNR (seed 0), decided over 2 windows" and noisy["windows"] == 4
     assert sum(map(sum, noisy["confusion"]["counts"])) == 4
     assert png.read_bytes()[:4] == b"\x89PNG"
     r = run_cli("evaluate", str(tmp_path), "--snr", "3")

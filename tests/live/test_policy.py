@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from neuroear.errors import NeuroEarError
 from neuroear.infer import parse_thresholds
-from neuroear.live.policy import Policy, PolicyConfig
+from neuroear.live.policy import MAX_SMOOTH, Policy, PolicyConfig, default_smooth, resolve_smooth
 from neuroear.live.session import make_policy
 
 LABELS = ("piano", "violin")
@@ -55,6 +55,30 @@ def test_smoothing_averages_the_last_n_hops():
     ds = feed(pol, [[0.9, 0], [0.0, 0], [0.0, 0], [0.9, 0], [0.9, 0]])
     np.testing.assert_allclose([d.smoothed[0] for d in ds], [0.9, 0.45, 0.3, 0.3, 0.6], atol=1e-6)
     assert [("piano" in d.active) for d in ds] == [True, False, False, False, True]
+
+
+def test_smoothing_does_not_carry_an_instrument_that_stopped():
+    # the mean of 0.99 and 0.03 is over the level, but the latest window is far under it
+    pol = Policy(PolicyConfig.build(LABELS, [0.4, 0.4], smooth=2))
+    ds = feed(pol, [[0.99, 0.0], [0.03, 0.0], [0.35, 0.0], [0.3, 0.0], [0.19, 0.0]])
+    np.testing.assert_allclose([d.smoothed[0] for d in ds], [0.99, 0.51, 0.19, 0.325, 0.245], atol=1e-6)
+    assert [("piano" in d.active) for d in ds] == [True, False, False, False, False]
+    # a dip under the level is bridged while the latest window keeps half of it (0.2 at 0.4)
+    pol = Policy(PolicyConfig.build(LABELS, [0.4, 0.4], smooth=2))
+    assert [("piano" in d.active) for d in feed(pol, [[0.9, 0.0], [0.25, 0.0], [0.15, 0.0]])] == [True, True, False]
+
+
+@pytest.mark.parametrize("hop, hops", [(1.0, 2), (0.5, 4), (0.25, 8), (0.75, 3), (2.5, 1), (0.01, MAX_SMOOTH)])
+def test_default_smoothing_spans_the_windows_of_the_last_two_seconds(hop, hops):
+    assert default_smooth(hop) == hops
+    assert resolve_smooth(None, hop) == hops
+
+
+def test_an_explicit_smooth_is_kept_and_checked():
+    assert resolve_smooth(1, 0.5) == 1 and resolve_smooth(3, 1.0) == 3
+    with pytest.raises(NeuroEarError, match="--smooth must be between"):
+        resolve_smooth(0, 1.0)
+    assert default_smooth(0) == 1  # a bad hop is left to its own check, not a ZeroDivisionError
 
 
 def test_mask_is_the_active_labels_in_label_order_with_smoothing_and_hysteresis():

@@ -12,9 +12,11 @@ function esc(s) {
 }
 function mb(n) { return n >= 10e6 ? `${(n / 1e6).toFixed(0)} MB` : `${(n / 1e6).toPrecision(2)} MB`; }
 function oneLine(s) { return String(s || "").split("\n")[0].slice(0, 400); }
-// The header's "smoothing" choice: windows (hops) the decision averages over, as `--smooth N`; 1 = off.
-// Read when a file is added or a live session starts; the server checks the range (1-32).
-function smoothing() { const n = parseInt($("smooth").value, 10); return n >= 1 ? n : 1; }
+// The header's "smoothing" choice: windows (hops) the decision averages over, as `--smooth N`; 1 = off;
+// null ("auto", the default) leaves it to the server, which then takes the windows of the last 2 s
+// as `analyze` and `listen` do, and says how many it took. Read when a file is added or a live
+// session starts; the server checks the range (1-32).
+function smoothing() { const n = parseInt($("smooth").value, 10); return n >= 1 ? n : null; }
 function smoothNote(n, unit) { return n > 1 ? ` · decided on the mean of the last ${n} ${unit}` : ""; }
 
 // ------------------------------------------------------------------ start-up and tabs
@@ -115,7 +117,7 @@ function upload(job) {
     const xhr = new XMLHttpRequest();
     let seen = 0, rest = "";
     job.t_start = performance.now();
-    job.url = `/api/analyze?smooth=${job.smooth}`;
+    job.url = job.smooth === null ? "/api/analyze" : `/api/analyze?smooth=${job.smooth}`;
     xhr.open("POST", job.url);
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) {
@@ -126,6 +128,7 @@ function upload(job) {
     const take = () => {
       if (xhr.status !== 200) return;
       if (!job.duration) job.duration = parseFloat(xhr.getResponseHeader("X-Neuroear-Duration")) || 0;
+      if (job.smooth === null) job.smooth = parseInt(xhr.getResponseHeader("X-Neuroear-Smooth"), 10) || null;
       const text = xhr.responseText;
       const lines = (rest + text.slice(seen)).split("\n");
       seen = text.length;
@@ -304,7 +307,7 @@ async function startLive() {
   const ws = new WebSocket(`${proto}://${location.host}/api/live`);
   ws.binaryType = "arraybuffer";
   L.ws = ws;
-  ws.onopen = () => ws.send(JSON.stringify({ rate: L.rate, channels: 1, hop, smooth }));
+  ws.onopen = () => ws.send(JSON.stringify(smooth === null ? { rate: L.rate, channels: 1, hop } : { rate: L.rate, channels: 1, hop, smooth }));
   ws.onmessage = (e) => onLiveMessage(L, JSON.parse(e.data));
   ws.onclose = () => { if (L.running) { if (!L.error) liveError("the server closed the connection"); stopLive(true); } };
   const src = L.ctx.createMediaStreamSource(L.stream);
@@ -356,6 +359,7 @@ function onLiveMessage(L, m) {
       const el = document.querySelector(`.bar-thr[data-label="${lab}"]`);
       if (el) el.style.left = `${100 * m.thresholds[lab]}%`;
     }
+    if (m.smooth) L.smooth = m.smooth;
     $("live-status").textContent = `listening at ${L.rate} Hz · a decision every ${m.hop} s${smoothNote(L.smooth, "hops")} · model ${m.model}`;
   } else if (m.type === "hop") {
     L.hops.push(m);
