@@ -8,7 +8,8 @@ clips, deterministically from ``--seed``: each mixture sums 2 or 3 clips of diff
 instruments (a third of them trios), each stem scaled to a common RMS and then by a gain drawn
 uniformly within ±6 dB, then the sum peak-limited to −1 dBFS. Windows are the model's own
 (one second, hop one second, from the start). A stem labels a window where it is not quiet
-there: its own RMS in that window ≥ −50 dBFS and within 20 dB of the loudest stem's.
+there: its own RMS in that window ≥ −50 dBFS and within 20 dB of the loudest stem's. Its
+``recall_by_level`` splits the stems' recall by how far under the window's loudest stem each lies.
 
 For each model and set: multi-label macro / micro F1 (macro over the instruments the set
 holds), the exact-set rate (windows whose active set is exactly the truth), false labels per
@@ -47,8 +48,12 @@ def dev_clips(dev: Path, rate: int) -> list[tuple[str, np.ndarray]]:
     return [(lab, audio.load(p, sample_rate=rate)) for p, lab in read_labelled(dev)]
 
 
-def make_mixtures(clips: list[tuple[str, np.ndarray]], *, n: int, seed: int, window: int) -> list[tuple[np.ndarray, list[list[str]]]]:
-    """``n`` mixtures [(audio [samples], labels per window)], deterministic from ``seed``."""
+def make_mixtures(
+    clips: list[tuple[str, np.ndarray]], *, n: int, seed: int, window: int, levels: list[list[dict[str, float]]] | None = None
+) -> list[tuple[np.ndarray, list[list[str]]]]:
+    """``n`` mixtures [(audio [samples], labels per window)], deterministic from ``seed``. Where
+    ``levels`` is a list, one entry per mixture is appended to it: per window, {label: dB of
+    that stem under the window's loudest stem (≤ 0)} for the labels of the window."""
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[np.ndarray]] = {}
     for lab, x in clips:
@@ -66,12 +71,16 @@ def make_mixtures(clips: list[tuple[str, np.ndarray]], *, n: int, seed: int, win
         stems = [s[:length] / (np.sqrt(np.mean(s[:length] ** 2)) + 1e-9) * 0.05 * 10 ** (rng.uniform(-LEVEL_DB, LEVEL_DB) / 20) for s in stems]
         mix = np.sum(stems, axis=0)
         mix *= min(1.0, PEAK / (np.abs(mix).max() + 1e-9))
-        per_window = []
+        per_window, under = [], []
         for w in range(n_win):
             seg = slice(w * window, (w + 1) * window)
             lv = np.array([audio.dbfs(s[seg]) for s in stems])
-            per_window.append(sorted({lab for lab, v in zip(labs, lv) if v >= LABEL_FLOOR_DBFS and v >= lv.max() - LABEL_WITHIN_DB}))
+            keep = {lab: float(v - lv.max()) for lab, v in zip(labs, lv) if v >= LABEL_FLOOR_DBFS and v >= lv.max() - LABEL_WITHIN_DB}
+            per_window.append(sorted(keep))
+            under.append(keep)
         out.append((mix.astype(np.float32), per_window))
+        if levels is not None:
+            levels.append(under)
     return out
 
 
@@ -112,14 +121,37 @@ def score_active(labels: tuple[str, ...], p: np.ndarray, truth: list[list[str]])
     }
 
 
+LEVEL_BINS_DB = (0.0, -3.0, -6.0, -9.0, -12.0)  # edges of recall_by_level's bins, dB under the loudest stem
+
+
+def recall_by_level(labels: tuple[str, ...], active: np.ndarray, levels: list[dict[str, float]]) -> dict[str, dict]:
+    """Recall of mixture stems by how far each lies under its window's loudest stem: ``active``
+    [windows, labels] (bool) against ``levels`` (per window {label: dB ≤ 0}). Bins: the loudest
+    stem itself (0 dB), then (0, −3], (−3, −6], ... and under the last edge; each {recall, n}."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    names = ["loudest"] + [f"{hi:g} to {lo:g} dB" for hi, lo in zip(LEVEL_BINS_DB, LEVEL_BINS_DB[1:])] + [f"under {LEVEL_BINS_DB[-1]:g} dB"]
+    hits: dict[str, list[bool]] = {k: [] for k in names}
+    for row, lv in zip(active, levels, strict=True):
+        for lab, db in lv.items():
+            if lab not in index:
+                continue
+            if db >= 0.0:
+                k = names[0]
+            else:
+                k = next((names[1 + j] for j, lo in enumerate(LEVEL_BINS_DB[1:]) if db >= lo), names[-1])
+            hits[k].append(bool(row[index[lab]]))
+    return {k: {"recall": round(float(np.mean(v)), 4) if v else None, "n": len(v)} for k, v in hits.items()}
+
+
 def dev_sets(
-    dev: Path, rate: int, window: int, *, n: int, seed: int, context: int = 0
+    dev: Path, rate: int, window: int, *, n: int, seed: int, context: int = 0, levels: list | None = None
 ) -> dict[str, tuple[np.ndarray, list[list[str]]]]:
     """``dev-solo`` and ``dev-mixtures``: windows [n, context + window] at ``rate`` and their true
     label sets. ``context`` samples before each window (zeros before a clip's start) are for models
-    that read the past; the scored windows and their truth are the same for every ``context``."""
+    that read the past; the scored windows and their truth are the same for every ``context``.
+    ``levels``: as ``make_mixtures``'s, for dev-mixtures."""
     clips = dev_clips(dev, rate)
-    mixes = make_mixtures(clips, n=n, seed=seed, window=window)
+    mixes = make_mixtures(clips, n=n, seed=seed, window=window, levels=levels)
     return {
         "dev-solo": (np.concatenate([frame(x, window, context) for _, x in clips]), [[lab] for lab, x in clips for _ in range(x.size // window)]),
         "dev-mixtures": (np.concatenate([frame(m, window, context) for m, _ in mixes]), [labs for _, ls in mixes for labs in ls]),
@@ -187,11 +219,14 @@ def main() -> None:
     args = ap.parse_args()
     out: dict = {"seed": args.seed, "mixtures": args.n, "results": {}}
     built: dict[tuple[int, int, int], dict] = {}  # models with the same framing score the same windows
+    levels: dict[tuple[int, int, int], list[dict[str, float]]] = {}  # dev-mixtures' stems under the loudest, per window
     for model in args.models:
         det = Detector(model)
         win, rate, ctx = det.window_samples, det.sample_rate, det.framing.context
         if (rate, win, ctx) not in built:
-            sets = dev_sets(args.dev, rate, win, n=args.n, seed=args.seed, context=ctx)
+            per_mix: list = []
+            sets = dev_sets(args.dev, rate, win, n=args.n, seed=args.seed, context=ctx, levels=per_mix)
+            levels[(rate, win, ctx)] = [lv for mix in per_mix for lv in mix]
             if args.unknown:
                 u = unknown_windows(args.unknown, rate, win, context=ctx)
                 sets["unknown"] = (u, [[] for _ in range(len(u))])
@@ -200,6 +235,9 @@ def main() -> None:
                 sets["unknown-rendered"] = (u, [[] for _ in range(len(u))])
             built[(rate, win, ctx)] = sets
         res = {name: score(det, x, t) for name, (x, t) in built[(rate, win, ctx)].items()}
+        x = built[(rate, win, ctx)]["dev-mixtures"][0]
+        by_level = recall_by_level(det.labels, det.predict(x) >= det.thresholds[None, :], levels[(rate, win, ctx)])
+        res["dev-mixtures"]["recall_by_level"] = by_level
         out["results"][det.name] = res
         for name, r in res.items():
             print(
@@ -207,6 +245,8 @@ def main() -> None:
                 f"exact {r['exact_set']:.3f}  top-k exact {r['top_k_exact'] if r['top_k_exact'] is not None else '-'}  false/win {r['false_per_window']:.3f}  missed/win {r['missed_per_window']:.3f}  any {r['any_label']:.3f}",
                 flush=True,
             )
+        print(f"{det.name:14s} dev-mixtures recall by level under the loudest stem: "
+              + "  ".join(f"{k} {v['recall']} ({v['n']})" for k, v in by_level.items()), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=1) + "\n")

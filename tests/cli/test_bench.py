@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neuroear.cli import bench as bench_cli
@@ -220,3 +221,24 @@ def test_top_k_exact_scores_the_ranking_alone() -> None:
     truth = [["flute"], ["piano", "violin"], ["flute", "piano"], []]  # right, right (however low), wrong, no truth
     assert mix.top_k_exact(labels, probs, truth) == pytest.approx(2 / 3, abs=1e-4)  # rounded to 4 places, as reported
     assert mix.top_k_exact(labels, probs, [[], [], [], []]) is None
+
+
+def test_mixture_recall_by_level_bins_each_stem_by_its_level_under_the_loudest():
+    M = _bench_module("mixtures")
+    labels = ("flute", "piano", "violin")
+    levels = [{"piano": 0.0, "flute": -4.0}, {"piano": 0.0, "flute": -4.5, "violin": -13.0}, {"flute": 0.0, "piano": -1.0}]
+    active = np.array([[False, True, False], [True, True, False], [True, False, False]])
+    got = M.recall_by_level(labels, active, levels)
+    assert got["loudest"] == {"recall": 1.0, "n": 3}
+    assert got["0 to -3 dB"] == {"recall": 0.0, "n": 1}  # piano at -1 dB, not named
+    assert got["-3 to -6 dB"] == {"recall": 0.5, "n": 2}  # flute at -4 missed, at -4.5 named
+    assert got["under -12 dB"] == {"recall": 0.0, "n": 1} and got["-6 to -9 dB"] == {"recall": None, "n": 0}
+    # make_mixtures reports the same stems it labels, each at or under 0 dB
+    rng = np.random.default_rng(0)
+    clips = [(lab, rng.standard_normal(3 * 1000).astype(np.float32) * 0.1) for lab in labels for _ in range(2)]
+    lv: list = []
+    mixes = M.make_mixtures(clips, n=5, seed=1, window=1000, levels=lv)
+    assert len(lv) == len(mixes)
+    for (_, per_window), under in zip(mixes, lv):
+        assert [sorted(u) for u in under] == per_window and all(v <= 0.0 for u in under for v in u.values())
+        assert all(max(u.values()) == 0.0 for u in under)
