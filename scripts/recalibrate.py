@@ -95,7 +95,8 @@ def main() -> None:
     onnx.save(m, str(args.out))
     args.out.with_suffix(".json").write_text(new.to_json() + "\n")
     print(json.dumps({lab: [card.thresholds[lab], thresholds[lab]] for lab in card.labels}))
-    print(f"{len(y)} real held-out windows: macro F1 {before:.3f} with the old thresholds → {after:.3f} → {args.out}")
+    what = "validation windows" + (f" under {args.mix_from}'s mix" if args.mix_from else "") if args.mix_from or args.with_renders else "real held-out windows"
+    print(f"{len(y)} {what}: macro F1 {before:.3f} with the old thresholds → {after:.3f} → {args.out}")
 
 
 if __name__ == "__main__":
