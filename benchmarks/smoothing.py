@@ -3,14 +3,15 @@
 dev-mixtures (benchmarks/mixtures.py).
 
     python benchmarks/smoothing.py models/neuroear-v5.onnx [--smooth 1 2 3] [--out benchmarks/results/smoothing.json]
-        [--real-val runs/real-val.csv] [--unknown ../shared/data/real-train]
+        [--real-val runs/real-val.csv] [--unknown ../shared/data/real-train] [--hop 0.5]
 
 Each window's decision uses the mean of its own and up to N − 1 earlier windows' probabilities of
 the same clip or mixture (hop one second, as `listen` with `--hop 1 --smooth N`), against the
 model's own thresholds; nothing is tuned here. Real-dev clips are about 3 s long, so they hold two
 whole one-second windows: N = 2 and N = 3 are the same there. ``--real-val`` (held-out real-train
 files, scripts/real_val_manifest.py) and ``--unknown`` (real-train's other/ validation files) are
-the real sources a default smoothing may be chosen on; dev is reported only. Not imported by the package.
+the real sources a default smoothing may be chosen on (``--hop``: their windows overlap, as
+``listen --hop 0.5``); dev is reported only. Not imported by the package.
 """
 
 from __future__ import annotations
@@ -50,37 +51,58 @@ def manifest_rows(csv_path: Path) -> list[tuple[str, Path]]:
         return [(r["label"], Path(r["file"])) for r in csv.DictReader(f)]
 
 
-def file_streams(rows: list[tuple[str, Path]], rate: int, window: int, context: int) -> list[tuple[str, np.ndarray]]:
-    """Per file, its consecutive one-window hops [n, context + window] louder than −45 dBFS, in
-    stream order (silent windows dropped, as `evaluate` reports them apart)."""
+def frame_hop(x: np.ndarray, window: int, hop: int, context: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(starts [n] in samples, windows [n, context + window]) of the full windows of x every ``hop``
+    samples, each with the ``context`` samples before it (zeros before the start); at ``hop`` =
+    ``window`` the windows of ``mixtures.frame``."""
+    starts = np.arange(0, x.size - window + 1, hop) if x.size >= window else np.zeros(0, int)
+    padded = np.concatenate([np.zeros(context, x.dtype), x])
+    w = np.stack([padded[s : s + context + window] for s in starts]) if starts.size else np.zeros((0, context + window), x.dtype)
+    return starts, w
+
+
+def file_streams(rows: list[tuple[str, Path]], rate: int, window: int, context: int, hop: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """Per file, its windows every ``hop`` samples (default one window) [n, context + window]
+    louder than −45 dBFS, in stream order (silent windows dropped, as `evaluate` reports them apart)."""
     from neuroear import audio
 
     out = []
     for lab, path in rows:
-        w = M.frame(audio.load(path, sample_rate=rate), window, context)
+        _, w = frame_hop(audio.load(path, sample_rate=rate), window, hop or window, context)
         out.append((lab, w[audio.dbfs(w[:, context:]) >= audio.SILENCE_DBFS]))
     return out
 
 
-def medley_streams(rows: list[tuple[str, Path]], rate: int, window: int, context: int, *, per_stream: int = 8, seed: int = 0) -> list[tuple[np.ndarray, list[list[str] | None]]]:
+def medley_streams(
+    rows: list[tuple[str, Path]], rate: int, window: int, context: int, *, per_stream: int = 8, seed: int = 0, hop: int | None = None
+) -> list[tuple[np.ndarray, list[list[str] | None]]]:
     """Streams of ``per_stream`` files played one after another (seeded order, each file padded
-    with silence to whole windows), framed [n, context + window], and each window's truth: its
-    file's label, or None for a window under −45 dBFS (run through the policy, not scored). The
-    instrument changes every file, so a moving average pays here for what it carries over."""
+    with silence to whole windows), framed every ``hop`` samples (default one window) [n, context
+    + window], and each window's truth: the labels of the files whose part of the window is
+    louder than −45 dBFS (two where an overlapping window straddles a change), or None where no
+    part is (run through the policy, not scored). The instrument changes every file, so a moving
+    average pays here for what it carries over."""
     from neuroear import audio
 
     order = np.random.default_rng(seed).permutation(len(rows))
     out = []
     for k in range(0, len(order), per_stream):
-        parts, truth = [], []
+        parts, spans, at = [], [], 0
         for i in order[k : k + per_stream]:
             lab, path = rows[i]
             x = audio.load(path, sample_rate=rate)
             x = np.concatenate([x, np.zeros(-x.size % window, x.dtype)])
             parts.append(x)
-            loud = audio.dbfs(x.reshape(-1, window)) >= audio.SILENCE_DBFS
-            truth += [[lab] if on else None for on in loud]
-        out.append((M.frame(np.concatenate(parts), window, context), truth))
+            spans.append((at, at + x.size, lab))
+            at += x.size
+        stream = np.concatenate(parts)
+        starts, w = frame_hop(stream, window, hop or window, context)
+        truth: list[list[str] | None] = []
+        for s in starts:
+            labs = sorted({lab for a, b, lab in spans if a < s + window and s < b
+                           and audio.dbfs(stream[max(a, s) : min(b, s + window)]) >= audio.SILENCE_DBFS})
+            truth.append(labs or None)
+        out.append((w, truth))
     return out
 
 
@@ -93,6 +115,7 @@ def main() -> None:
     ap.add_argument("--smooth", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--real-val", type=Path, help="CSV manifest (label,file) of held-out real files, each scored as one stream")
     ap.add_argument("--unknown", type=Path, help="real-train folder: its other/ validation files, each one stream (every active label is false)")
+    ap.add_argument("--hop", type=float, default=1.0, help="seconds between the windows of --real-val, its medleys and --unknown (dev stays at one window)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     det = Detector(args.model, provider="cpu")
@@ -103,16 +126,17 @@ def main() -> None:
         "dev-solo": [(M.frame(x, win, ctx), [[lab]] * (x.size // win)) for lab, x in clips],
         "dev-mixtures": [(M.frame(m, win, ctx), ls) for m, ls in mixes],
     }
+    hop = det.framing.hop(args.hop)  # samples, checked as `analyze --hop` is
     if args.real_val:
         rows = manifest_rows(args.real_val)
-        sets["real-val"] = [(w, [[lab]] * len(w)) for lab, w in file_streams(rows, rate, win, ctx)]
-        sets["real-val-medley"] = medley_streams(rows, rate, win, ctx)
+        sets["real-val"] = [(w, [[lab]] * len(w)) for lab, w in file_streams(rows, rate, win, ctx, hop)]
+        sets["real-val-medley"] = medley_streams(rows, rate, win, ctx, hop=hop)
     if args.unknown:
         from neuroear.training.data import NEGATIVE_LABEL, labelled_splits
 
         rows = [(lab, p) for p, lab, split in labelled_splits(args.unknown) if lab == NEGATIVE_LABEL and split == "val"]
-        sets["unknown"] = [(w, [[]] * len(w)) for _, w in file_streams(rows, rate, win, ctx)]
-    out: dict = {"model": det.name, "hop_seconds": win / rate, "results": {}}
+        sets["unknown"] = [(w, [[]] * len(w)) for _, w in file_streams(rows, rate, win, ctx, hop)]
+    out: dict = {"model": det.name, "hop_seconds": win / rate, "real_hop_seconds": hop / rate, "results": {}}
     for name, items in sets.items():
         probs = [det.predict(w) for w, _ in items if len(w)]
         truth = [t for w, ts in items if len(w) for t in ts]

@@ -76,10 +76,10 @@ def test_listen_yields_the_detections_of_predict(clip, detector):
     np.testing.assert_allclose(np.stack([d.probs for d in got]), detector.predict(windows), rtol=0, atol=1e-4)
     assert all(isinstance(d, neuroear.Detection) and d.labels == detector.labels for d in got)
     assert [d.active for d in got] == [tuple(a) for a in detector.active(np.stack([d.probs for d in got]))]
-    # by default listen decides on the mean of the hops of the last 2 s: 4 at hop 0.5
+    # by default listen decides on the mean of the windows of the last 2 s: 3 at hop 0.5
     from neuroear.evaluate import decide
 
-    mask = decide(np.stack([d.probs for d in got]), np.zeros(len(got), int), detector.thresholds, smooth=4)
+    mask = decide(np.stack([d.probs for d in got]), np.zeros(len(got), int), detector.thresholds, smooth=3)
     default = list(neuroear.listen(input=clip, hop=0.5, threads=1))
     assert [d.active for d in default] == [tuple(lab for lab, on in zip(detector.labels, row) if on) for row in mask]
 

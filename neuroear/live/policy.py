@@ -16,13 +16,15 @@ from typing import Sequence
 import numpy as np
 
 from neuroear.errors import NeuroEarError
+from neuroear.framing import WINDOW_SECONDS
 
 MAX_SMOOTH = 32  # hops: a longer moving average is a different product (a summary, not detection)
-# The default moving average spans the windows that started in the last 2 s (2 windows at the
-# default hop of 1 s). Chosen on held-out real-train files, not on dev (benchmarks/smoothing.py,
-# neuroear-v5, hop 1 s): macro F1 0.734 → 0.770 on the files one by one, 0.725 → 0.747 on medleys
-# that change instrument every file (every 2–3 s), where 3 windows already lose (0.694) for what
-# they carry over; false labels on unknown instruments 0.39 → 0.36 per window.
+# The default moving average spans the windows whose audio lies in the last 2 s (2 one-second
+# windows at the default hop of 1 s, 3 at hop 0.5). Chosen on held-out real-train files, not on
+# dev (benchmarks/smoothing.py, neuroear-v5, with the gate below): at hop 1 s macro F1 0.734 →
+# 0.771 on the files one by one and 0.725 → 0.765 on medleys that change instrument every file
+# (every 2–3 s), where 3 windows already lose (0.736) for what they carry over; at hop 0.5 the
+# medleys peak at 2–3 hops (0.734 / 0.733; 4 hops 0.719) while the files gain up to 6.
 DEFAULT_SMOOTH_SECONDS = 2.0
 # With a moving average, a label is on only while the latest window alone still reaches this
 # share of its level: a plain mean keeps an instrument that just stopped (0.99 then 0.03: mean
@@ -41,11 +43,12 @@ def check_smooth(smooth: int, *, name: str = "--smooth") -> int:
 
 
 def default_smooth(hop_seconds: float) -> int:
-    """The default moving-average length (hops) at a hop of ``hop_seconds`` (s): the windows that
-    started in the last ``DEFAULT_SMOOTH_SECONDS``, at least 1 and at most ``MAX_SMOOTH``."""
+    """The default moving-average length (hops) at a hop of ``hop_seconds`` (s): the one-second
+    windows whose audio lies within the last ``DEFAULT_SMOOTH_SECONDS``, at least 1 and at most
+    ``MAX_SMOOTH``."""
     if not hop_seconds > 0:  # a bad hop is reported by its own check, not as a ZeroDivisionError here
         return 1
-    return max(1, min(MAX_SMOOTH, round(DEFAULT_SMOOTH_SECONDS / float(hop_seconds))))
+    return max(1, min(MAX_SMOOTH, 1 + round((DEFAULT_SMOOTH_SECONDS - WINDOW_SECONDS) / float(hop_seconds))))
 
 
 def resolve_smooth(smooth: int | None, hop_seconds: float, *, name: str = "--smooth") -> int:

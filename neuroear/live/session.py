@@ -325,7 +325,7 @@ def listen(
     (``input``; ``realtime=True`` paces it like a device) or the demo clip.
 
     ``hop`` in seconds (0.25–1); ``thresholds`` overrides {label: probability}; ``hysteresis``
-    and ``smooth`` as ``PolicyConfig.build`` (``smooth`` None: the hops of the last 2 s,
+    and ``smooth`` as ``PolicyConfig.build`` (``smooth`` None: the windows of the last 2 s,
     ``policy.default_smooth``); ``reconnect``: s a lost device is retried (default
     ``device.DEFAULT_RECONNECT_SECONDS``). Ends with the source, after ``duration`` s of stream
     time, or when the caller stops iterating (the capture is stopped then). A device that went

@@ -11,9 +11,9 @@ over the socket.
 
 Protocol (JSON text frames unless said)::
 
-    client → {"rate": 48000, "channels": 1, "hop": 0.5, "hysteresis": 0, "smooth": 4}   first message (smooth: default the hops of the last 2 s)
+    client → {"rate": 48000, "channels": 1, "hop": 0.5, "hysteresis": 0, "smooth": 3}   first message (smooth: default the windows of the last 2 s)
     client → binary: float32 little-endian PCM, interleaved when channels > 1            any sizes
-    server → {"type": "ready", "labels": [...], "thresholds": {...}, "hop": 0.5, "smooth": 4, ...}
+    server → {"type": "ready", "labels": [...], "thresholds": {...}, "hop": 0.5, "smooth": 3, ...}
     server → {"type": "hop", <the line `neuroear listen` prints>, "in_frames": N, "dropped": n, "level_dbfs": x}
     server → {"type": "status", "level_dbfs": x, "dropped": n, "overflows": n, "stream_seconds": s}  4 per second
     server → {"type": "error", "error": "one line"}  then the socket closes
@@ -205,7 +205,7 @@ def parse_config(text: str) -> dict[str, Any]:
         raise NeuroEarError(f"hop must be a number of seconds, got {hop!r}")
     check_hop(hop)  # listen's own bounds and message
     hysteresis, smooth = cfg.get("hysteresis", 0.0), cfg.get("smooth")
-    if smooth is None:  # as `listen`: the hops of the last 2 s
+    if smooth is None:  # as `listen`: the windows of the last 2 s
         smooth = default_smooth(hop)
     if not isinstance(hysteresis, (int, float)) or not isinstance(smooth, int) or isinstance(smooth, bool):
         raise NeuroEarError("hysteresis must be a number and smooth a whole number of hops")

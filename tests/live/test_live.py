@@ -240,7 +240,7 @@ def test_listen_input_writes_schema_valid_lines_matching_predict(clips, detector
     np.testing.assert_allclose(got, ref, rtol=0, atol=6e-5)
     assert all(row["source"] == str(clips["mono44100"]) for row in rows)
     assert all(row["provider"] == detector.provider for row in rows)
-    # active: listen's default decision, the mean of the hops of the last 2 s (4 at hop 0.5)
+    # active: listen's default decision, the mean of the windows of the last 2 s (3 at hop 0.5)
     from neuroear.evaluate import decide
     from neuroear.live.policy import default_smooth
 

@@ -68,7 +68,7 @@ def test_smoothing_does_not_carry_an_instrument_that_stopped():
     assert [("piano" in d.active) for d in feed(pol, [[0.9, 0.0], [0.25, 0.0], [0.15, 0.0]])] == [True, True, False]
 
 
-@pytest.mark.parametrize("hop, hops", [(1.0, 2), (0.5, 4), (0.25, 8), (0.75, 3), (2.5, 1), (0.01, MAX_SMOOTH)])
+@pytest.mark.parametrize("hop, hops", [(1.0, 2), (0.5, 3), (0.25, 5), (0.75, 2), (0.3, 4), (2.5, 1), (0.01, MAX_SMOOTH)])
 def test_default_smoothing_spans_the_windows_of_the_last_two_seconds(hop, hops):
     assert default_smooth(hop) == hops
     assert resolve_smooth(None, hop) == hops
