@@ -314,7 +314,7 @@ def _print_summary(session: Any, stats: Any, hop: float) -> None:
         stream_seconds=stats.stream_seconds, wall_seconds=stats.wall_seconds, hops=stats.hops, dropped=stats.dropped,
         overflows=stats.overflows, hop=hop, detections=session.detections, onsets=session.onsets, latency=latency,
         source=stats.source, stopped_by=stats.stopped_by, clipped=stats.clipped, peak_dbfs=stats.peak_max_dbfs,
-        recorded=_recorded(session.recorder),
+        recorded=_recorded(session.recorder), smooth=session.policy.config.smooth,
     )
     if getattr(stats, "reconnects", 0):
         text += f"\n  device    lost and reopened {stats.reconnects} time(s); stream time paused while it was gone"

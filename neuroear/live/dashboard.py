@@ -280,18 +280,20 @@ def summary(
     clipped: int = 0,
     peak_dbfs: float | None = None,
     recorded: str = "",
+    smooth: int = 1,
 ) -> str:
     """Plain-text end-of-run report (fits one screen).
 
     ``detections``: label → hops active; ``onsets``: label → onsets; ``latency``: stage →
     (p50, p95, max) ms; ``clipped`` samples at full scale, ``peak_dbfs`` the loudest sample;
-    ``recorded`` a line about the ``--record`` file.
+    ``recorded`` a line about the ``--record`` file; ``smooth`` the hops each decision averaged.
     """
     why = {"signal": "stopped", "duration": "duration reached", "end": "end of input", "pipe": "output closed"}.get(stopped_by, stopped_by)
     out = [
         f"neuroear listen: {source} · {why}" if source else f"neuroear listen: {why}",
         f"  duration  {stream_seconds:.2f} s of audio in {wall_seconds:.2f} s",
-        f"  hops      {hops} processed, {dropped} dropped, {overflows} input overflows (hop {hop:g} s)",
+        f"  hops      {hops} processed, {dropped} dropped, {overflows} input overflows (hop {hop:g} s"
+        + (f", decided on the mean of {smooth} hops)" if smooth > 1 else ")"),
     ]
     if peak_dbfs is not None:
         out.append(f"  input     peak {peak_dbfs:.1f} dBFS, {clipped} samples clipped" if peak_dbfs > -120 else "  input     silence")

@@ -104,6 +104,15 @@ def test_summary_lists_detections_drops_and_latency():
     assert "violin" in text and "piano" not in text and "2 onsets" in text
     assert "30 /     45 /     80" in text
     assert len(text.splitlines()) <= 24
+    assert "mean of" not in text  # smooth 1: each hop decided alone
+    smoothed = summary(stream_seconds=61.0, wall_seconds=61.2, hops=61, dropped=1, overflows=0, hop=0.5,
+                       detections={}, onsets={}, latency={}, smooth=3)
+    assert "(hop 0.5 s, decided on the mean of 3 hops)" in smoothed
+
+
+def test_subtitle_names_the_averaging_when_the_decision_smooths():
+    assert "mean of" not in text_of(make_state(), 100)
+    assert "mean of 3 hops" in text_of(make_state(smooth=3), 100)
 
 
 def test_pinned_view_keeps_the_dashboard_on_top_rows():
