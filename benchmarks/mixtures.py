@@ -87,7 +87,11 @@ def make_mixtures(
 def score(det: Detector, windows: np.ndarray, truth: list[list[str]]) -> dict:
     """Multi-label scores of ``det`` on windows [n, samples] with true label sets, and how often
     its k most probable labels are the true set when told k (``top_k_exact``: ranking alone)."""
-    probs = det.predict(windows)
+    return score_probs(det, det.predict(windows), truth)
+
+
+def score_probs(det: Detector, probs: np.ndarray, truth: list[list[str]]) -> dict:
+    """``score`` of probabilities [n, n_labels] that ``det`` already gave."""
     return {**score_active(det.labels, probs >= det.thresholds[None, :], truth), "top_k_exact": top_k_exact(det.labels, probs, truth)}
 
 
@@ -158,14 +162,16 @@ def dev_sets(
     }
 
 
-def frame(x: np.ndarray, window: int, context: int = 0) -> np.ndarray:
-    """Consecutive full windows of x (hop = window) as [n, context + window]: each with the
-    ``context`` samples before it, zeros before the start (as a stream that just began)."""
-    n = x.size // window
-    if not context:
+def frame(x: np.ndarray, window: int, context: int = 0, hop: int | None = None) -> np.ndarray:
+    """The full windows of x starting every ``hop`` samples (default ``window``: consecutive) as
+    [n, context + window]: each with the ``context`` samples before it, zeros before the start
+    (as a stream that just began). Window k starts at sample k · hop."""
+    hop = window if hop is None else hop
+    n = (x.size - window) // hop + 1 if x.size >= window else 0
+    if not context and hop == window:
         return x[: n * window].reshape(n, window)
-    padded = np.concatenate([np.zeros(context, x.dtype), x[: n * window]])
-    return np.stack([padded[k * window : k * window + context + window] for k in range(n)]) if n else np.zeros((0, context + window), x.dtype)
+    padded = np.concatenate([np.zeros(context, x.dtype), x])
+    return np.stack([padded[k * hop : k * hop + context + window] for k in range(n)]) if n else np.zeros((0, context + window), x.dtype)
 
 
 def unknown_windows(real_train: Path, rate: int, window: int, *, context: int = 0) -> np.ndarray:
@@ -234,9 +240,9 @@ def main() -> None:
                 u = unknown_renders(rate, win, seed=args.seed, context=ctx)
                 sets["unknown-rendered"] = (u, [[] for _ in range(len(u))])
             built[(rate, win, ctx)] = sets
-        res = {name: score(det, x, t) for name, (x, t) in built[(rate, win, ctx)].items()}
-        x = built[(rate, win, ctx)]["dev-mixtures"][0]
-        by_level = recall_by_level(det.labels, det.predict(x) >= det.thresholds[None, :], levels[(rate, win, ctx)])
+        probs = {name: det.predict(x) for name, (x, _) in built[(rate, win, ctx)].items()}
+        res = {name: score_probs(det, probs[name], t) for name, (_, t) in built[(rate, win, ctx)].items()}
+        by_level = recall_by_level(det.labels, probs["dev-mixtures"] >= det.thresholds[None, :], levels[(rate, win, ctx)])
         res["dev-mixtures"]["recall_by_level"] = by_level
         out["results"][det.name] = res
         for name, r in res.items():

@@ -51,16 +51,6 @@ def manifest_rows(csv_path: Path) -> list[tuple[str, Path]]:
         return [(r["label"], Path(r["file"])) for r in csv.DictReader(f)]
 
 
-def frame_hop(x: np.ndarray, window: int, hop: int, context: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(starts [n] in samples, windows [n, context + window]) of the full windows of x every ``hop``
-    samples, each with the ``context`` samples before it (zeros before the start); at ``hop`` =
-    ``window`` the windows of ``mixtures.frame``."""
-    starts = np.arange(0, x.size - window + 1, hop) if x.size >= window else np.zeros(0, int)
-    padded = np.concatenate([np.zeros(context, x.dtype), x])
-    w = np.stack([padded[s : s + context + window] for s in starts]) if starts.size else np.zeros((0, context + window), x.dtype)
-    return starts, w
-
-
 def file_streams(rows: list[tuple[str, Path]], rate: int, window: int, context: int, hop: int | None = None) -> list[tuple[str, np.ndarray]]:
     """Per file, its windows every ``hop`` samples (default one window) [n, context + window]
     louder than −45 dBFS, in stream order (silent windows dropped, as `evaluate` reports them apart)."""
@@ -68,7 +58,7 @@ def file_streams(rows: list[tuple[str, Path]], rate: int, window: int, context: 
 
     out = []
     for lab, path in rows:
-        _, w = frame_hop(audio.load(path, sample_rate=rate), window, hop or window, context)
+        w = M.frame(audio.load(path, sample_rate=rate), window, context, hop)
         out.append((lab, w[audio.dbfs(w[:, context:]) >= audio.SILENCE_DBFS]))
     return out
 
@@ -96,9 +86,9 @@ def medley_streams(
             spans.append((at, at + x.size, lab))
             at += x.size
         stream = np.concatenate(parts)
-        starts, w = frame_hop(stream, window, hop or window, context)
+        w = M.frame(stream, window, context, hop)
         truth: list[list[str] | None] = []
-        for s in starts:
+        for s in np.arange(len(w)) * (hop or window):
             labs = sorted({lab for a, b, lab in spans if a < s + window and s < b
                            and audio.dbfs(stream[max(a, s) : min(b, s + window)]) >= audio.SILENCE_DBFS})
             truth.append(labs or None)
