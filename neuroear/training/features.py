@@ -36,9 +36,35 @@ class CQTConfig:
     # Seconds of audio before the scored window that the model also reads (0: the window alone).
     # The output still scores the latest WINDOW_SECONDS; the CNN pools those frames apart from the past's.
     context_seconds: float = 0.0
+    # Harmonic stacking (HCQT, Bittner et al. 2017): the network reads one channel per factor h,
+    # the CQT shifted down by round(bins_per_octave·log2 h) bins, so that bin b of channel h holds
+    # the h-th partial of bin b's pitch. A 3×3 convolution then sees a note's partials in one place
+    # and can group them by source in a mixture, where otherwise they lie octaves apart on the
+    # map. Empty: the CQT alone, one channel (every model up to v5).
+    harmonics: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        # JSON gives a list; a tuple keeps the config hashable and comparable with a checkpoint's
+        object.__setattr__(self, "harmonics", tuple(float(h) for h in self.harmonics))
+        if any(h <= 0 for h in self.harmonics):
+            raise ValueError(f"harmonics must be positive factors, got {self.harmonics}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["harmonics"] = list(self.harmonics)
+        return d
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the CNN: one per harmonic, or 1 for the plain CQT."""
+        return max(1, len(self.harmonics))
+
+    @property
+    def harmonic_shifts(self) -> tuple[int, ...]:
+        """Bins each harmonic channel is shifted by (0 for h = 1; negative for subharmonics)."""
+        import math
+
+        return tuple(int(round(self.bins_per_octave * math.log2(h))) for h in self.harmonics)
 
     @property
     def window_samples(self) -> int:
@@ -114,7 +140,8 @@ def _gemm_cqt_class():
 
 
 class CQTFrontEnd(nn.Module):
-    """waveform [batch, samples] → log-CQT [batch, 1, n_bins, frames] float32."""
+    """waveform [batch, samples] → log-CQT [batch, channels, n_bins, frames] float32 (channels: 1,
+    or one per ``CQTConfig.harmonics``)."""
 
     def __init__(self, cfg: CQTConfig = CQTConfig()) -> None:
         super().__init__()
@@ -149,7 +176,28 @@ class CQTFrontEnd(nn.Module):
             mean = x.mean(dim=(1, 2), keepdim=True)
             std = x.std(dim=(1, 2), keepdim=True)
             x = (x - mean) / (std + 1e-3)
+        if self.cfg.harmonics:
+            return harmonic_stack(x, self.cfg.harmonic_shifts)
         return x.unsqueeze(1)
+
+
+def harmonic_stack(x: torch.Tensor, shifts: tuple[int, ...]) -> torch.Tensor:
+    """[batch, bins, frames] → [batch, len(shifts), bins, frames]: channel i is x moved down by
+    shifts[i] bins (up for a negative shift). Bins shifted in from beyond the CQT's range take the
+    window's minimum — its quietest value, i.e. "nothing there" — rather than 0, which after
+    standardisation is the window's mean level and would paint a false partial at the edge."""
+    n_bins, n_frames = int(x.shape[1]), int(x.shape[2])  # plain ints: fixed in the model file
+    floor = x.amin(dim=(1, 2), keepdim=True)
+    chans = []
+    for s in shifts:
+        s = max(-n_bins, min(n_bins, s))
+        if s == 0:
+            chans.append(x)
+        elif s > 0:
+            chans.append(torch.cat([x[:, s:, :], floor.expand(-1, s, n_frames)], dim=1))
+        else:
+            chans.append(torch.cat([floor.expand(-1, -s, n_frames), x[:, : n_bins + s, :]], dim=1))
+    return torch.stack(chans, dim=1)
 
 
 PCEN_TIME_CONSTANT = 0.4  # s, librosa's default

@@ -71,17 +71,18 @@ class Block(nn.Module):
 
 
 class CNN(nn.Module):
-    """log-CQT [batch, 1, bins, frames] → logits [batch, n_labels].
+    """log-CQT [batch, in_channels, bins, frames] → logits [batch, n_labels] (``in_channels`` > 1
+    for a harmonic-stacked front end, ``CQTConfig.harmonics``).
 
     With ``latest`` < 1 the input holds context before the scored window: the last ``latest``
     fraction of the feature map's time positions are pooled (mean and max) for the window, the
     earlier ones averaged into one context vector beside them, so the past informs but does not
     dilute the decision about the latest second."""
 
-    def __init__(self, n_labels: int, cfg: NetConfig = NetConfig(), *, latest: float = 1.0) -> None:
+    def __init__(self, n_labels: int, cfg: NetConfig = NetConfig(), *, latest: float = 1.0, in_channels: int = 1) -> None:
         super().__init__()
         stages: list[nn.Module] = []
-        c_in = 1
+        c_in = in_channels
         for i, c in enumerate(cfg.channels):
             stages.append(Block(c_in, c, convs=cfg.convs, residual=cfg.residual))
             if i < len(cfg.channels) - 1:
@@ -149,7 +150,7 @@ class InstrumentNet(nn.Module):
         self.cqt_cfg = cqt
         self.net_cfg = net
         self.frontend = CQTFrontEnd(cqt)
-        self.cnn = CNN(len(labels), net, latest=cqt.window_samples / cqt.input_samples)
+        self.cnn = CNN(len(labels), net, latest=cqt.window_samples / cqt.input_samples, in_channels=cqt.channels)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.cnn(self.frontend(waveform))

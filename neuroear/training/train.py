@@ -152,7 +152,10 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     (a higher rate and more bins on top of the same lowest bin, bins per octave, frame duration,
     log and norm; see ``_widens``): the CQT bins it knew keep their meaning and the CNN's
     convolutions and pooling do not depend on the bin count, so its CNN carries over and only the
-    front end is this run's own. This is how a 16 kHz model starts a 24 kHz one. A checkpoint
+    front end is this run's own. This is how a 16 kHz model starts a 24 kHz one. A plain-CQT checkpoint
+    may start a harmonic-stacked net (``CQTConfig.harmonics`` holding 1.0): its first convolution's
+    taps go to the h = 1 channel, the others' start at zero, so the first step computes the
+    checkpoint's own function. A checkpoint
     without an attention head may start a net with one (``NetConfig.attention``): the head's
     scores start at zero, so the first step computes the checkpoint's own function."""
     from neuroear.training.export import load_checkpoint
@@ -163,8 +166,12 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
         return tuple(net.channels), net.convs, net.residual
 
     gains_context = start.cqt_cfg.context_seconds == 0 and cfg.cqt.context_seconds > 0
-    # the same front end, or the same one that now also reads the past
+    # a plain-CQT checkpoint may start a harmonic-stacked net: its first convolution reads the
+    # h = 1 channel, which is the CQT it knew, and the other channels' taps start at zero
+    gains_harmonics = not start.cqt_cfg.harmonics and 1.0 in cfg.cqt.harmonics
+    # the same front end, or the same one that now also reads the past or stacks harmonics
     ours = replace(cfg.cqt, context_seconds=0.0) if gains_context else cfg.cqt
+    ours = replace(ours, harmonics=()) if gains_harmonics else ours
     widens = _widens(start.cqt_cfg, ours)
     same_front = start.cqt_cfg == ours or widens
     if not set(start.labels) <= set(cfg.labels) or not same_front or shape(start.net_cfg) != shape(cfg.net):
@@ -183,6 +190,11 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     if widens:  # the run's own CQT kernels; the CNN's weights from the checkpoint
         state = {k: v for k, v in state.items() if not k.startswith("frontend.")}
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("frontend.")})
+    if gains_harmonics:
+        key = "cnn.features.0.body.0.weight"  # [c_out, 1, 3, 3] → [c_out, harmonics, 3, 3]
+        w = torch.zeros_like(model.state_dict()[key])
+        w[:, cfg.cqt.harmonics.index(1.0)] = state[key][:, 0]
+        state[key] = w
     if gains_context:
         w = state["cnn.head.weight"]
         state["cnn.head.weight"] = torch.cat([w, torch.zeros(w.shape[0], w.shape[1] // 2)], dim=1)
