@@ -197,3 +197,54 @@ def test_attention_head_exports_in_the_one_graph_with_parity(tmp_path) -> None:
     assert rep["max_abs_diff"] <= rep["atol"]
     with torch.no_grad():
         np.testing.assert_allclose(Detector(tmp_path / "att.onnx", provider="cpu").predict(x.numpy()), torch.sigmoid(net(x)).numpy(), rtol=0, atol=1e-4)
+
+
+def test_harmonic_stack_puts_a_notes_partials_in_one_bin_of_every_channel() -> None:
+    import json
+
+    import torch
+
+    from neuroear.training.features import CQTConfig, CQTFrontEnd, harmonic_stack
+
+    cfg = CQTConfig(harmonics=[0.5, 1, 2, 3, 4, 5])  # a list, as JSON gives it
+    assert cfg.harmonics == (0.5, 1.0, 2.0, 3.0, 4.0, 5.0) and cfg.channels == 6
+    assert cfg.harmonic_shifts == (-12, 0, 12, 19, 24, 28)
+    assert CQTConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg  # a card's or recipe's JSON rebuilds it
+    # A3 (220 Hz) with its 2nd–5th partials
+    t = torch.arange(16000) / 16000
+    f0 = 220.0
+    tone = sum(torch.sin(2 * torch.pi * f0 * k * t) / k for k in range(1, 6)).unsqueeze(0) * 0.2
+    x = CQTFrontEnd(cfg)(tone)
+    assert x.shape == (1, 6, 84, 32)
+    a3 = 12 * 2 + 9  # bin of A3: C1 + 2 octaves + 9 semitones
+    mid = x[0, :, :, 8:24].mean(dim=-1)  # away from the window's edges
+    for ch in range(1, 6):  # channel h at A3's bin holds the h-th partial: high in every channel
+        assert mid[ch, a3] > mid[ch].median() + 1.0, ch
+    assert mid[0, a3] < mid[0].median() + 0.5  # and the subharmonic channel there holds A2: nothing
+    # the shifted-in edge takes the window's floor, not its mean (0)
+    plain = CQTFrontEnd(CQTConfig())(tone)[:, 0]
+    assert torch.equal(x[0, 1], plain[0])
+    assert torch.all(x[0, 5, -28:] == plain.min())
+    assert torch.all(x[0, 0, :12] == plain.min()) and torch.equal(x[0, 0, 12:], plain[0, :-12])
+    assert torch.equal(harmonic_stack(plain, (0,)), plain.unsqueeze(1))
+
+
+def test_harmonic_model_exports_in_the_one_graph_with_parity(tmp_path) -> None:
+    import torch
+
+    from neuroear.infer import Detector
+    from neuroear.training import export as X
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    torch.manual_seed(0)
+    net = InstrumentNet(("a", "b"), CQTConfig(harmonics=(0.5, 1, 2, 3)), NetConfig(channels=(4, 8))).eval()
+    assert net.cnn.features[0].body[0].weight.shape[1] == 4
+    x = torch.randn(2, 16000) * 0.1
+    card = X.build_card(net, {"labels": ["a", "b"], "thresholds": {"a": 0.5, "b": 0.5}, "config": {}}, name="hcqt")
+    rep = X.export(net, card, tmp_path / "hcqt.onnx")
+    assert rep["max_abs_diff"] <= rep["atol"]
+    det = Detector(tmp_path / "hcqt.onnx", provider="cpu")
+    assert det.card.cqt["harmonics"] == [0.5, 1.0, 2.0, 3.0]
+    with torch.no_grad():
+        np.testing.assert_allclose(det.predict(x.numpy()), torch.sigmoid(net(x)).numpy(), rtol=0, atol=1e-4)

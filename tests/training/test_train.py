@@ -187,6 +187,35 @@ def test_a_checkpoint_without_attention_starts_an_attention_model_at_its_own_fun
         T._load_init(back, T.TrainConfig(labels=cfg.labels, net=net, init=str(tmp_path / "att.pt")))
 
 
+def test_a_plain_checkpoint_starts_a_harmonic_stacked_model_at_its_own_function(tmp_path) -> None:
+    import pytest
+    import torch
+
+    from neuroear.errors import NeuroEarError
+    from neuroear.training import train as T
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    net = NetConfig(channels=(4, 8))
+    old, ck = _old_checkpoint(tmp_path, net)
+    hcqt = CQTConfig(harmonics=(0.5, 1.0, 2.0))
+    cfg = T.TrainConfig(labels=("piano", "violin"), net=net, cqt=hcqt, init=str(ck))
+    new = InstrumentNet(cfg.labels, hcqt, net)
+    T._load_init(new, cfg)
+    w, w0 = new.cnn.features[0].body[0].weight, old.cnn.features[0].body[0].weight
+    assert torch.equal(w[:, 1:2], w0) and not w[:, [0, 2]].any()  # the h = 1 channel carries the old taps
+    x = torch.randn(3, 16000) * 0.1
+    old.eval(), new.eval()
+    with torch.no_grad():
+        assert torch.allclose(new(x), old(x), atol=1e-6)
+        w[:, 0].normal_()  # once the other channels' taps move, they change the output
+        assert not torch.allclose(new(x), old(x), atol=1e-3)
+    # without h = 1 there is no channel for the old taps: refused
+    bad = T.TrainConfig(labels=cfg.labels, net=net, cqt=CQTConfig(harmonics=(2.0, 3.0)), init=str(ck))
+    with pytest.raises(NeuroEarError, match="front end"):
+        T._load_init(InstrumentNet(bad.labels, bad.cqt, net), bad)
+
+
 def _fine_tune_checkpoint(tmp_path, name, net, seed):  # noqa: ANN001, ANN202 (torch types, imported lazily)
     """A piano/violin InstrumentNet with seeded random weights and BN statistics, saved as a
     training checkpoint whose config says it was trained on ``seed``."""
