@@ -6,6 +6,7 @@ of weights; ``CQT1992v2`` would cost ~11 MB and 3× the time for the same bins.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -62,8 +63,6 @@ class CQTConfig:
     @property
     def harmonic_shifts(self) -> tuple[int, ...]:
         """Bins each harmonic channel is shifted by (0 for h = 1; negative for subharmonics)."""
-        import math
-
         return tuple(int(round(self.bins_per_octave * math.log2(h))) for h in self.harmonics)
 
     @property
@@ -158,6 +157,7 @@ class CQTFrontEnd(nn.Module):
             verbose=False,
         )
 
+        self.shifts = cfg.harmonic_shifts  # fixed by the config: worked out once, not per window
         if cfg.norm == "pcen" and cfg.context_seconds:
             raise ValueError("PCEN's smoother is built for one window: no context_seconds with norm='pcen'")
         if cfg.norm == "pcen":
@@ -176,8 +176,8 @@ class CQTFrontEnd(nn.Module):
             mean = x.mean(dim=(1, 2), keepdim=True)
             std = x.std(dim=(1, 2), keepdim=True)
             x = (x - mean) / (std + 1e-3)
-        if self.cfg.harmonics:
-            return harmonic_stack(x, self.cfg.harmonic_shifts)
+        if self.shifts:
+            return harmonic_stack(x, self.shifts)
         return x.unsqueeze(1)
 
 
