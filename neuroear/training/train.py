@@ -54,6 +54,11 @@ class TrainConfig:
     val_every: int = 250
     threads: int = 2
     init: str | None = None  # checkpoint to start from (fine-tuning); same front end and net, labels a subset
+    # a plain checkpoint starting a harmonic-stacked net: each new channel's first-conv taps start
+    # random with this norm relative to the h = 1 taps of the same filter. 0 starts them at zero
+    # (the checkpoint's own function), which a fine-tune then left unused: random taps make the
+    # net take the new channels into account from the first step
+    harmonic_init: float = 0.0
     cqt: CQTConfig = CQTConfig()
     net: NetConfig = NetConfig()
     mix: D.MixConfig = D.MixConfig()
@@ -155,7 +160,7 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     front end is this run's own. This is how a 16 kHz model starts a 24 kHz one. A plain-CQT checkpoint
     may start a harmonic-stacked net (``CQTConfig.harmonics`` holding 1.0): its first convolution's
     taps go to the h = 1 channel, the others' start at zero, so the first step computes the
-    checkpoint's own function. A checkpoint
+    checkpoint's own function (or, with ``harmonic_init``, random at that norm relative to h = 1). A checkpoint
     without an attention head may start a net with one (``NetConfig.attention``): the head's
     scores start at zero, so the first step computes the checkpoint's own function."""
     from neuroear.training.export import load_checkpoint
@@ -193,7 +198,14 @@ def _load_init(model: InstrumentNet, cfg: TrainConfig) -> None:
     if gains_harmonics:
         key = "cnn.features.0.body.0.weight"  # [c_out, 1, 3, 3] → [c_out, harmonics, 3, 3]
         w = torch.zeros_like(model.state_dict()[key])
-        w[:, cfg.cqt.harmonics.index(1.0)] = state[key][:, 0]
+        one = cfg.cqt.harmonics.index(1.0)
+        w[:, one] = state[key][:, 0]
+        if cfg.harmonic_init > 0:  # seeded by the run's seed, set before the model is built
+            norm = state[key][:, 0].flatten(1).norm(dim=1).clamp_min(1e-8)  # per filter, [c_out]
+            for j in range(w.shape[1]):
+                if j != one:
+                    r = torch.randn_like(w[:, j])
+                    w[:, j] = r * (cfg.harmonic_init * norm / r.flatten(1).norm(dim=1))[:, None, None]
         state[key] = w
     if gains_context:
         w = state["cnn.head.weight"]
