@@ -216,6 +216,32 @@ def test_a_plain_checkpoint_starts_a_harmonic_stacked_model_at_its_own_function(
         T._load_init(InstrumentNet(bad.labels, bad.cqt, net), bad)
 
 
+def test_harmonic_init_gives_the_new_channels_random_taps_at_the_asked_norm(tmp_path) -> None:
+    import torch
+
+    from neuroear.training import train as T
+    from neuroear.training.features import CQTConfig
+    from neuroear.training.model import InstrumentNet, NetConfig
+
+    net = NetConfig(channels=(4, 8))
+    old, ck = _old_checkpoint(tmp_path, net)
+    hcqt = CQTConfig(harmonics=(0.5, 1.0, 2.0))
+    cfg = T.TrainConfig(labels=("piano", "violin"), net=net, cqt=hcqt, init=str(ck), harmonic_init=0.25)
+    assert T.TrainConfig.from_dict(cfg.to_dict()).harmonic_init == 0.25  # a recipe carries it
+    new = InstrumentNet(cfg.labels, hcqt, net)
+    T._load_init(new, cfg)
+    w, w0 = new.cnn.features[0].body[0].weight.detach(), old.cnn.features[0].body[0].weight.detach()
+    assert torch.equal(w[:, 1:2], w0)  # the h = 1 channel still carries the old taps
+    want = 0.25 * w0[:, 0].flatten(1).norm(dim=1)
+    for j in (0, 2):  # every new channel's filter at a quarter of its h = 1 norm, and not all alike
+        assert torch.allclose(w[:, j].flatten(1).norm(dim=1), want, rtol=1e-4)
+    assert not torch.allclose(w[:, 0], w[:, 2])
+    x = torch.randn(3, 16000) * 0.1
+    old.eval(), new.eval()
+    with torch.no_grad():
+        assert not torch.allclose(new(x), old(x), atol=1e-4)  # no longer the checkpoint's function
+
+
 def _fine_tune_checkpoint(tmp_path, name, net, seed):  # noqa: ANN001, ANN202 (torch types, imported lazily)
     """A piano/violin InstrumentNet with seeded random weights and BN statistics, saved as a
     training checkpoint whose config says it was trained on ``seed``."""
